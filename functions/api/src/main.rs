@@ -1,0 +1,18 @@
+//! The API Lambda: the OSB router behind API Gateway (HTTP API, payload 2.0), run by `lambda_http`.
+//! Until the AWS adapters are configured it uses the embedded adapters, with the configuration file
+//! named by `OSB_CONFIG` (default: demo catalog and tenant, data in /tmp).
+
+use osb_api::app;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .without_time()
+        .init();
+    let router = app::from_env()?;
+    lambda_http::run(router).await
+}

@@ -1,0 +1,81 @@
+//! The local broker: every role (API, operations worker) in one process on the embedded store and the
+//! in-process queue. `osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]`.
+
+use anyhow::{Context, bail};
+use osb_broker::broker::run_workers;
+use osb_broker::config::BrokerConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn parse_args() -> anyhow::Result<BrokerConfig> {
+    let mut args = std::env::args().skip(1);
+    let (mut config, mut listen, mut data_dir) = (None, None, None);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
+            "--listen" | "-l" => listen = Some(value("--listen")?),
+            "--data-dir" | "-d" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--help" | "-h" => {
+                println!("usage: osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument '{other}' (see --help)"),
+        }
+    }
+    let mut cfg = match config {
+        Some(p) => BrokerConfig::load(&p)?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cfg = parse_args()?;
+    let embedded = osb_broker::embedded::build_default(&cfg)?;
+    let resumed = embedded.broker.resume_unfinished().await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished operations");
+    }
+    tokio::spawn(run_workers(
+        embedded.broker.clone(),
+        cfg.workers,
+        Duration::from_secs(60),
+    ));
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    println!("OSB broker (API 2.17) listening on http://{addr}");
+    println!("data directory: {}", cfg.data_dir.display());
+    match &embedded.demo_tenant {
+        Some(t) => println!(
+            "log in as tenant '{}': username '{}', password '{}'\n  curl -u '{}:{}' -H 'X-Broker-API-Version: 2.17' http://{addr}/v2/catalog",
+            t.name,
+            t.username,
+            t.password.expose(),
+            t.username,
+            t.password.expose()
+        ),
+        None => println!("log in with the credentials of a tenant of the configuration file"),
+    }
+    let app = osb_broker::http::router(embedded.state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The embedded store: SQLite in WAL mode, one table of versioned JSON items keyed like the DynamoDB
+//! table (`keys.rs`). Writes are version-checked inside one `BEGIN IMMEDIATE` transaction.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a crash or kill of the broker process; the last
+//! transactions before a power loss may be lost. Set `synchronous = "full"` for power-loss durability.
+
+use crate::ids::{BindingId, InstanceId};
+use crate::keys;
+use crate::ports::{Expected, Record, Store, StoreError, Versioned, Write};
+use crate::records::{Binding, Instance, Operation, OperationKey, OperationState};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    unfinished INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_unfinished ON items (unfinished) WHERE unfinished = 1;
+";
+
+/// How hard SQLite works to keep committed writes across power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// Survives process crashes (WAL, fsync at checkpoints).
+    #[default]
+    Normal,
+    /// Also survives power loss (fsync on every commit).
+    Full,
+}
+
+struct Inner {
+    path: PathBuf,
+    sync: Synchronous,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    let sync = match sync {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"
+    ))
+    .map_err(unavailable)?;
+    Ok(conn)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8], version: i64) -> Result<Versioned<T>, StoreError> {
+    let item = serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Versioned {
+        item,
+        version: version as u64,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let writer = open(&path, sync)?;
+        writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                sync,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection, off the async runtime's threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map_err(unavailable)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path, inner.sync)?,
+            };
+            let r = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock() {
+                pool.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        pk: String,
+        sk: String,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached("SELECT body, version FROM items WHERE pk = ?1 AND sk = ?2")
+                .map_err(unavailable)?
+                .query_row(params![pk, sk], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(b, v)| decode(&b, v)).transpose()
+        })
+        .await
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreError> {
+    let (pk, sk, kind) = keys::record_key(&write.record);
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT version FROM items WHERE pk = ?1 AND sk = ?2")
+        .map_err(unavailable)?
+        .query_row(params![pk, sk], |r| r.get(0))
+        .optional()
+        .map_err(unavailable)?;
+    let next = match (write.expected, current) {
+        (Expected::Absent, None) => 1,
+        (Expected::Version(v), Some(c)) if c as u64 == v => v + 1,
+        _ => return Err(StoreError::Conflict),
+    };
+    let (body, unfinished) = match &write.record {
+        Record::Instance(i) => (serde_json::to_vec(i), false),
+        Record::Binding(b) => (serde_json::to_vec(b), false),
+        Record::Operation(o) => (serde_json::to_vec(o), o.state == OperationState::InProgress),
+    };
+    let body = body.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(unavailable)?
+    .execute(params![pk, sk, kind, next as i64, unfinished as i64, body])
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_instance(
+        &self,
+        tenant: &str,
+        id: &InstanceId,
+    ) -> Result<Option<Versioned<Instance>>, StoreError> {
+        self.get(keys::instance_pk(tenant, id), keys::SK_INSTANCE.into())
+            .await
+    }
+
+    async fn get_binding(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+        id: &BindingId,
+    ) -> Result<Option<Versioned<Binding>>, StoreError> {
+        self.get(keys::instance_pk(tenant, instance_id), keys::binding_sk(id))
+            .await
+    }
+
+    async fn list_bindings(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+    ) -> Result<Vec<Versioned<Binding>>, StoreError> {
+        let pk = keys::instance_pk(tenant, instance_id);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body, version FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 ORDER BY sk",
+                )
+                .map_err(unavailable)?;
+            // 'B#' ≤ sk < 'B$': every key with the binding prefix.
+            let rows = stmt
+                .query_map(params![pk, keys::SK_BINDING_PREFIX, "B$"], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (b, v) = row.map_err(unavailable)?;
+                out.push(decode(&b, v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_operation(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Operation>>, StoreError> {
+        let (pk, sk) = keys::operation_key(key);
+        self.get(pk, sk).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(unavailable)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            for w in &writes {
+                apply(&tx, w)?; // dropping `tx` on error rolls back
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT body, version FROM items WHERE unfinished = 1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (b, v) = row.map_err(unavailable)?;
+                let op: Versioned<Operation> = decode(&b, v)?;
+                out.push(op.item.key());
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,415 @@
+//! Bind (and rotate), unbind and fetch of service bindings.
+
+use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
+use crate::catalog::SchemaKind;
+use crate::error::{BrokerError, Result};
+use crate::ids::{BindingId, InstanceId};
+use crate::model::requests::{BindRequest, DeleteQuery};
+use crate::model::responses::{BindingResource, BindingResult};
+use crate::ports::backend::Done;
+use crate::ports::{BackendOutcome, Record, StoreError, Versioned, Write};
+use crate::records::{
+    Binding, BindingState, Instance, InstanceState, Operation, OperationKind, OperationState,
+    RequestMeta,
+};
+use crate::tenants::Tenant;
+use std::time::Duration;
+
+fn binding_not_found() -> BrokerError {
+    BrokerError::NotFound("the service binding does not exist".into())
+}
+
+fn binding_gone() -> BrokerError {
+    BrokerError::Gone("the service binding does not exist".into())
+}
+
+impl Broker {
+    /// The instance a binding request addresses, when it can take bindings.
+    async fn bindable_instance(&self, tenant: &Tenant, id: &InstanceId) -> Result<Instance> {
+        let Some(Versioned { item: inst, .. }) = self.store.get_instance(&tenant.name, id).await?
+        else {
+            return Err(BrokerError::NotFound(
+                "the service instance does not exist".into(),
+            ));
+        };
+        match inst.state {
+            InstanceState::Ready | InstanceState::Updating => Ok(inst),
+            InstanceState::Creating => Err(BrokerError::Concurrency(
+                "the service instance is still being provisioned".into(),
+            )),
+            InstanceState::Deleting => Err(BrokerError::Concurrency(
+                "the service instance is being deleted".into(),
+            )),
+            InstanceState::CreateFailed | InstanceState::Gone => Err(BrokerError::NotFound(
+                "the service instance does not exist".into(),
+            )),
+        }
+    }
+
+    /// The binding of the instance's current generation, if any.
+    async fn current_binding(
+        &self,
+        tenant: &str,
+        instance: &Instance,
+        id: &BindingId,
+    ) -> Result<Option<Versioned<Binding>>> {
+        Ok(self
+            .store
+            .get_binding(tenant, &instance.id, id)
+            .await?
+            .filter(|b| b.item.instance_generation == instance.generation))
+    }
+
+    pub async fn bind(
+        &self,
+        tenant: &Tenant,
+        instance_id: &InstanceId,
+        id: &BindingId,
+        req: BindRequest,
+        accepts_incomplete: bool,
+        meta: &RequestMeta,
+    ) -> Result<Reply<BindingResult>> {
+        let plan = self.resolve_plan(tenant, req.service_id.as_deref(), req.plan_id.as_deref())?;
+        if !plan.bindable() {
+            return Err(BrokerError::BadRequest(format!(
+                "plan '{}' is not bindable",
+                plan.plan.name
+            )));
+        }
+        let predecessor = match &req.predecessor_binding_id {
+            None => None,
+            Some(p) => {
+                if !plan.binding_rotatable() {
+                    return Err(BrokerError::BadRequest(format!(
+                        "plan '{}' does not allow binding rotation (binding_rotatable is false)",
+                        plan.plan.name
+                    )));
+                }
+                Some(BindingId::parse(p).map_err(|e| BrokerError::BadRequest(e.to_string()))?)
+            }
+        };
+        let crate::catalog::BackendConfig::Simulated(sim) = &plan.plan.backend;
+        if sim.requires_app && req.app_guid().is_none() {
+            return Err(BrokerError::RequiresApp(
+                "this service needs an application to bind to: send bind_resource.app_guid".into(),
+            ));
+        }
+        self.validate_parameters(&plan, SchemaKind::BindingCreate, &req.parameters)?;
+
+        for _ in 0..MAX_RACE_RETRIES {
+            let now = self.clock.now_ms();
+            let instance = self.bindable_instance(tenant, instance_id).await?;
+            if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
+                return Err(BrokerError::BadRequest(format!(
+                    "service_id and plan_id must be those of the instance (plan '{}')",
+                    instance.plan_id
+                )));
+            }
+            if let Some(p) = &predecessor {
+                match self.current_binding(&tenant.name, &instance, p).await? {
+                    Some(b) if b.item.state == BindingState::Ready => {}
+                    _ => {
+                        return Err(BrokerError::BadRequest(format!(
+                            "predecessor_binding_id '{p}' is not an existing binding of this instance"
+                        )));
+                    }
+                }
+            }
+            let existing = self
+                .store
+                .get_binding(&tenant.name, instance_id, id)
+                .await?;
+            if let Some(Versioned { item: cur, .. }) = existing
+                .as_ref()
+                .filter(|b| b.item.instance_generation == instance.generation)
+            {
+                let same = cur.service_id == plan.service.id
+                    && cur.plan_id == plan.plan.id
+                    && cur.app_guid.as_deref() == req.app_guid()
+                    && cur.bind_resource == req.bind_resource
+                    && same_parameters(&cur.parameters, &req.parameters)
+                    && cur.predecessor_binding_id == predecessor;
+                match cur.state {
+                    BindingState::Creating if same => {
+                        let operation = cur.last_operation.clone().ok_or_else(|| {
+                            BrokerError::Store(StoreError::Corrupt(
+                                "binding without operation".into(),
+                            ))
+                        })?;
+                        return Ok(Reply::Accepted {
+                            operation,
+                            body: BindingResult::default(),
+                        });
+                    }
+                    BindingState::Ready if same => {
+                        return Ok(Reply::Ok(cur.result.clone().unwrap_or_default()));
+                    }
+                    BindingState::Deleting => {
+                        return Err(BrokerError::Concurrency(
+                            "the service binding is being deleted".into(),
+                        ));
+                    }
+                    BindingState::Creating | BindingState::Ready => {
+                        return Err(BrokerError::Conflict(
+                            "a service binding with this id already exists with different attributes"
+                                .into(),
+                        ));
+                    }
+                    BindingState::CreateFailed | BindingState::Gone => {}
+                }
+            }
+            let op_id = self.ids.operation_id();
+            let job = self.job(
+                OperationKind::Bind,
+                &op_id,
+                &tenant.name,
+                instance_id,
+                Some(id),
+                &plan.service.id,
+                &plan.plan.id,
+                req.parameters.clone(),
+                now,
+            );
+            let estimate = self.plan_job(&job, accepts_incomplete)?;
+            let mut binding = Binding {
+                tenant: tenant.name.clone(),
+                instance_id: instance_id.clone(),
+                instance_generation: instance.generation,
+                id: id.clone(),
+                service_id: plan.service.id.clone(),
+                plan_id: plan.plan.id.clone(),
+                app_guid: req.app_guid().map(str::to_owned),
+                bind_resource: req.bind_resource.clone(),
+                context: req.context.clone(),
+                parameters: req.parameters.clone(),
+                predecessor_binding_id: predecessor.clone(),
+                state: BindingState::Creating,
+                result: None,
+                last_operation: Some(op_id.clone()),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut op = Operation::start(
+                op_id.clone(),
+                OperationKind::Bind,
+                &tenant.name,
+                instance_id,
+                Some(id),
+                estimate.is_some(),
+                req.parameters.clone(),
+                meta,
+                now,
+            );
+            let version = existing.as_ref().map(|v| v.version);
+            match estimate {
+                Some(secs) => {
+                    op.retry_after_secs = secs.max(1);
+                    op.deadline = self.deadline(&plan, now);
+                    let writes = vec![
+                        Write::upsert(Record::Binding(binding), version),
+                        Write::create(Record::Operation(op.clone())),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    self.enqueue(&op.key(), Duration::ZERO).await?;
+                    return Ok(Reply::Accepted {
+                        operation: op_id,
+                        body: BindingResult::default(),
+                    });
+                }
+                None => {
+                    let outcome = self.backend.start(&job).await;
+                    let BackendOutcome::Done(Done::Binding(result)) = outcome else {
+                        return Err(match outcome {
+                            BackendOutcome::Failed(d) => BrokerError::BackendFailed(d),
+                            _ => BrokerError::BackendFailed(
+                                "the backend did not finish the binding synchronously".into(),
+                            ),
+                        });
+                    };
+                    binding.state = BindingState::Ready;
+                    binding.result = Some(result.clone());
+                    op.finish(OperationState::Succeeded, None, now);
+                    let writes = vec![
+                        Write::upsert(Record::Binding(binding), version),
+                        Write::create(Record::Operation(op)),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    return Ok(Reply::Created(result));
+                }
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "the service binding is being changed by another request".into(),
+        ))
+    }
+
+    pub async fn unbind(
+        &self,
+        tenant: &Tenant,
+        instance_id: &InstanceId,
+        id: &BindingId,
+        query: DeleteQuery,
+        meta: &RequestMeta,
+    ) -> Result<Reply<()>> {
+        required(query.service_id.as_deref(), "service_id")?;
+        required(query.plan_id.as_deref(), "plan_id")?;
+        for _ in 0..MAX_RACE_RETRIES {
+            let now = self.clock.now_ms();
+            let Some(Versioned { item: instance, .. }) =
+                self.store.get_instance(&tenant.name, instance_id).await?
+            else {
+                return Err(binding_gone());
+            };
+            if instance.state == InstanceState::Gone {
+                return Err(binding_gone());
+            }
+            let Some(Versioned { item: cur, version }) =
+                self.current_binding(&tenant.name, &instance, id).await?
+            else {
+                return Err(binding_gone());
+            };
+            let mut writes = Vec::new();
+            match cur.state {
+                BindingState::Gone => return Err(binding_gone()),
+                BindingState::Deleting => {
+                    return match (&cur.last_operation, query.accepts_incomplete) {
+                        (Some(op), true) => Ok(Reply::Accepted {
+                            operation: op.clone(),
+                            body: (),
+                        }),
+                        _ => Err(BrokerError::Concurrency(
+                            "the service binding is already being deleted".into(),
+                        )),
+                    };
+                }
+                BindingState::Creating => {
+                    if let Some(w) = self
+                        .cancel_operation(
+                            &tenant.name,
+                            instance_id,
+                            cur.last_operation.as_ref(),
+                            now,
+                        )
+                        .await?
+                    {
+                        writes.push(w);
+                    }
+                }
+                BindingState::Ready | BindingState::CreateFailed => {}
+            }
+            let op_id = self.ids.operation_id();
+            let job = self.job(
+                OperationKind::Unbind,
+                &op_id,
+                &tenant.name,
+                instance_id,
+                Some(id),
+                &cur.service_id,
+                &cur.plan_id,
+                None,
+                now,
+            );
+            let estimate = self.plan_job(&job, query.accepts_incomplete)?;
+            let mut op = Operation::start(
+                op_id.clone(),
+                OperationKind::Unbind,
+                &tenant.name,
+                instance_id,
+                Some(id),
+                estimate.is_some(),
+                None,
+                meta,
+                now,
+            );
+            let mut binding = cur.clone();
+            binding.last_operation = Some(op_id.clone());
+            binding.updated_at = now;
+            match estimate {
+                Some(secs) => {
+                    op.retry_after_secs = secs.max(1);
+                    op.deadline = self
+                        .catalog
+                        .plan_by_id(&cur.plan_id)
+                        .and_then(|p| self.deadline(&p, now));
+                    binding.state = BindingState::Deleting;
+                    writes.push(Write::replace(Record::Binding(binding), version));
+                    writes.push(Write::create(Record::Operation(op.clone())));
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    self.enqueue(&op.key(), Duration::ZERO).await?;
+                    return Ok(Reply::Accepted {
+                        operation: op_id,
+                        body: (),
+                    });
+                }
+                None => {
+                    let outcome = self.backend.start(&job).await;
+                    if let BackendOutcome::Failed(d) = outcome {
+                        return Err(BrokerError::BackendFailed(d));
+                    }
+                    binding.state = BindingState::Gone;
+                    binding.result = None;
+                    op.finish(OperationState::Succeeded, None, now);
+                    writes.push(Write::replace(Record::Binding(binding), version));
+                    writes.push(Write::create(Record::Operation(op)));
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    return Ok(Reply::Ok(()));
+                }
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "the service binding is being changed by another request".into(),
+        ))
+    }
+
+    /// GET binding: 404 unless the binding exists and is complete.
+    pub async fn fetch_binding(
+        &self,
+        tenant: &Tenant,
+        instance_id: &InstanceId,
+        id: &BindingId,
+    ) -> Result<BindingResource> {
+        let Some(Versioned { item: instance, .. }) =
+            self.store.get_instance(&tenant.name, instance_id).await?
+        else {
+            return Err(binding_not_found());
+        };
+        if matches!(
+            instance.state,
+            InstanceState::Gone | InstanceState::CreateFailed
+        ) {
+            return Err(binding_not_found());
+        }
+        let Some(Versioned { item: b, .. }) =
+            self.current_binding(&tenant.name, &instance, id).await?
+        else {
+            return Err(binding_not_found());
+        };
+        if !matches!(b.state, BindingState::Ready | BindingState::Deleting) {
+            return Err(binding_not_found());
+        }
+        if let Some(plan) = self.catalog.plan_by_id(&b.plan_id) {
+            if !plan.bindings_retrievable() {
+                return Err(BrokerError::BadRequest(
+                    "the service offering does not allow fetching bindings (bindings_retrievable is false)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(BindingResource {
+            result: b.result.unwrap_or_default(),
+            parameters: b.parameters,
+        })
+    }
+}

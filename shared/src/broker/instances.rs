@@ -1,0 +1,625 @@
+//! Provision, update, deprovision and fetch of service instances.
+
+use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
+use crate::catalog::{PlanRef, SchemaKind};
+use crate::error::{BrokerError, Result};
+use crate::ids::InstanceId;
+use crate::model::Object;
+use crate::model::requests::{DeleteQuery, ProvisionRequest, UpdateRequest};
+use crate::model::responses::{InstanceResource, ProvisionResponse};
+use crate::ports::backend::{Done, InstanceResult};
+use crate::ports::{BackendOutcome, Record, StoreError, Versioned, Write};
+use crate::records::{
+    BindingState, Instance, InstanceChange, InstanceState, Operation, OperationKind,
+    OperationState, RequestMeta,
+};
+use crate::tenants::Tenant;
+use std::time::Duration;
+
+fn provision_body(i: &Instance) -> ProvisionResponse {
+    ProvisionResponse {
+        dashboard_url: i.dashboard_url.clone(),
+        operation: None,
+        metadata: i.metadata.clone(),
+    }
+}
+
+fn check_maintenance_info(
+    plan: &PlanRef<'_>,
+    requested: Option<&crate::model::MaintenanceInfo>,
+) -> Result<()> {
+    let Some(requested) = requested else {
+        return Ok(());
+    };
+    match &plan.plan.maintenance_info {
+        Some(mi) if mi.version == requested.version => Ok(()),
+        Some(mi) => Err(BrokerError::MaintenanceInfoConflict(format!(
+            "maintenance_info.version '{}' does not match the version '{}' of plan '{}'",
+            requested.version, mi.version, plan.plan.name
+        ))),
+        None => Err(BrokerError::MaintenanceInfoConflict(format!(
+            "plan '{}' has no maintenance_info, but the request names version '{}'",
+            plan.plan.name, requested.version
+        ))),
+    }
+}
+
+/// Maps a backend failure of a synchronous call, or an async answer where none was expected.
+fn sync_outcome_error(outcome: BackendOutcome) -> BrokerError {
+    match outcome {
+        BackendOutcome::Failed(d) => BrokerError::BackendFailed(d),
+        other => BrokerError::BackendFailed(format!(
+            "the backend did not finish synchronously as it announced ({other:?})"
+        )),
+    }
+}
+
+impl Broker {
+    pub async fn provision(
+        &self,
+        tenant: &Tenant,
+        id: &InstanceId,
+        req: ProvisionRequest,
+        accepts_incomplete: bool,
+        meta: &RequestMeta,
+    ) -> Result<Reply<ProvisionResponse>> {
+        let plan = self.resolve_plan(tenant, req.service_id.as_deref(), req.plan_id.as_deref())?;
+        required(req.organization_guid.as_deref(), "organization_guid")?;
+        required(req.space_guid.as_deref(), "space_guid")?;
+        check_maintenance_info(&plan, req.maintenance_info.as_ref())?;
+        self.validate_parameters(&plan, SchemaKind::InstanceCreate, &req.parameters)?;
+
+        for _ in 0..MAX_RACE_RETRIES {
+            let now = self.clock.now_ms();
+            let existing = self.store.get_instance(&tenant.name, id).await?;
+            let mut generation = 1;
+            if let Some(Versioned { item: cur, .. }) = &existing {
+                let same = cur.service_id == plan.service.id
+                    && cur.plan_id == plan.plan.id
+                    && cur.organization_guid == req.organization_guid
+                    && cur.space_guid == req.space_guid
+                    && same_parameters(&cur.parameters, &req.parameters);
+                match cur.state {
+                    InstanceState::Creating if same => {
+                        let operation = cur.last_operation.clone().ok_or_else(|| {
+                            BrokerError::Store(StoreError::Corrupt(
+                                "instance without operation".into(),
+                            ))
+                        })?;
+                        let mut body = provision_body(cur);
+                        body.operation = Some(operation.to_string());
+                        return Ok(Reply::Accepted { operation, body });
+                    }
+                    InstanceState::Ready | InstanceState::Updating if same => {
+                        return Ok(Reply::Ok(provision_body(cur)));
+                    }
+                    InstanceState::Deleting => {
+                        return Err(BrokerError::Concurrency(
+                            "the service instance is being deleted".into(),
+                        ));
+                    }
+                    InstanceState::Creating | InstanceState::Ready | InstanceState::Updating => {
+                        return Err(BrokerError::Conflict(
+                            "a service instance with this id already exists with different attributes"
+                                .into(),
+                        ));
+                    }
+                    InstanceState::CreateFailed | InstanceState::Gone => {
+                        generation = cur.generation + 1;
+                    }
+                }
+            }
+            let op_id = self.ids.operation_id();
+            let job = self.job(
+                OperationKind::Provision,
+                &op_id,
+                &tenant.name,
+                id,
+                None,
+                &plan.service.id,
+                &plan.plan.id,
+                req.parameters.clone(),
+                now,
+            );
+            let estimate = self.plan_job(&job, accepts_incomplete)?;
+            let mut instance = Instance {
+                tenant: tenant.name.clone(),
+                id: id.clone(),
+                generation,
+                service_id: plan.service.id.clone(),
+                plan_id: plan.plan.id.clone(),
+                organization_guid: req.organization_guid.clone(),
+                space_guid: req.space_guid.clone(),
+                context: req.context.clone(),
+                parameters: req.parameters.clone(),
+                maintenance_info: req
+                    .maintenance_info
+                    .clone()
+                    .or_else(|| plan.plan.maintenance_info.clone()),
+                dashboard_url: None,
+                metadata: None,
+                state: InstanceState::Creating,
+                last_operation: Some(op_id.clone()),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut op = Operation::start(
+                op_id.clone(),
+                OperationKind::Provision,
+                &tenant.name,
+                id,
+                None,
+                estimate.is_some(),
+                req.parameters.clone(),
+                meta,
+                now,
+            );
+            let version = existing.as_ref().map(|v| v.version);
+            match estimate {
+                Some(secs) => {
+                    op.retry_after_secs = secs.max(1);
+                    op.deadline = self.deadline(&plan, now);
+                    let writes = vec![
+                        Write::upsert(Record::Instance(instance), version),
+                        Write::create(Record::Operation(op.clone())),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    self.enqueue(&op.key(), Duration::ZERO).await?;
+                    let body = ProvisionResponse {
+                        operation: Some(op_id.to_string()),
+                        ..Default::default()
+                    };
+                    return Ok(Reply::Accepted {
+                        operation: op_id,
+                        body,
+                    });
+                }
+                None => {
+                    let outcome = self.backend.start(&job).await;
+                    let BackendOutcome::Done(Done::Instance(result)) = outcome else {
+                        return Err(sync_outcome_error(outcome));
+                    };
+                    instance.state = InstanceState::Ready;
+                    instance.dashboard_url = result.dashboard_url;
+                    instance.metadata = result.metadata;
+                    op.finish(OperationState::Succeeded, None, now);
+                    let body = provision_body(&instance);
+                    let writes = vec![
+                        Write::upsert(Record::Instance(instance), version),
+                        Write::create(Record::Operation(op)),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    return Ok(Reply::Created(body));
+                }
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "the service instance is being changed by another request".into(),
+        ))
+    }
+
+    pub async fn update(
+        &self,
+        tenant: &Tenant,
+        id: &InstanceId,
+        req: UpdateRequest,
+        accepts_incomplete: bool,
+        meta: &RequestMeta,
+    ) -> Result<Reply<ProvisionResponse>> {
+        let service_id = required(req.service_id.as_deref(), "service_id")?;
+        self.resolve_service(tenant, service_id)?;
+        if let Some(p) = &req.plan_id {
+            required(Some(p), "plan_id")?;
+        }
+        for _ in 0..MAX_RACE_RETRIES {
+            let now = self.clock.now_ms();
+            let Some(Versioned { item: cur, version }) =
+                self.store.get_instance(&tenant.name, id).await?
+            else {
+                return Err(not_found());
+            };
+            match cur.state {
+                InstanceState::Ready => {}
+                InstanceState::Updating => {
+                    // A re-sent PATCH of the update in progress answers 202 with the same operation.
+                    if let Some(op_id) = &cur.last_operation {
+                        let key = crate::records::OperationKey {
+                            tenant: tenant.name.clone(),
+                            instance_id: id.clone(),
+                            operation_id: op_id.clone(),
+                        };
+                        if let Some(op) = self.store.get_operation(&key).await? {
+                            if same_change(&op.item, &cur, &req) {
+                                return Ok(Reply::Accepted {
+                                    operation: op_id.clone(),
+                                    body: ProvisionResponse {
+                                        operation: Some(op_id.to_string()),
+                                        ..Default::default()
+                                    },
+                                });
+                            }
+                        }
+                    }
+                    return Err(BrokerError::Concurrency(
+                        "another update of the service instance is in progress".into(),
+                    ));
+                }
+                InstanceState::Creating | InstanceState::Deleting => {
+                    return Err(BrokerError::Concurrency(
+                        "another operation on the service instance is in progress".into(),
+                    ));
+                }
+                InstanceState::CreateFailed | InstanceState::Gone => return Err(not_found()),
+            }
+            if cur.service_id != service_id {
+                return Err(BrokerError::BadRequest(format!(
+                    "service_id '{service_id}' is not the service of this instance"
+                )));
+            }
+            let current_plan = self.catalog.plan_by_id(&cur.plan_id).ok_or_else(|| {
+                BrokerError::Unprocessable(format!(
+                    "the instance's plan '{}' is no longer in the catalog",
+                    cur.plan_id
+                ))
+            })?;
+            let target = match &req.plan_id {
+                Some(p) => self.resolve_plan(tenant, Some(service_id), Some(p))?,
+                None => current_plan,
+            };
+            if target.plan.id != cur.plan_id && !current_plan.plan_updateable() {
+                return Err(BrokerError::Unprocessable(format!(
+                    "plan '{}' cannot be changed to another plan",
+                    current_plan.plan.name
+                )));
+            }
+            check_maintenance_info(&target, req.maintenance_info.as_ref())?;
+            self.validate_parameters(&target, SchemaKind::InstanceUpdate, &req.parameters)?;
+
+            let change = InstanceChange {
+                plan_id: target.plan.id.clone(),
+                parameters: merge_parameters(&cur.parameters, &req.parameters),
+                context: req.context.clone().or_else(|| cur.context.clone()),
+                maintenance_info: req.maintenance_info.clone().or_else(|| {
+                    if target.plan.id != cur.plan_id {
+                        target.plan.maintenance_info.clone()
+                    } else {
+                        cur.maintenance_info.clone()
+                    }
+                }),
+            };
+            let op_id = self.ids.operation_id();
+            let job = self.job(
+                OperationKind::Update,
+                &op_id,
+                &tenant.name,
+                id,
+                None,
+                &cur.service_id,
+                &target.plan.id,
+                req.parameters.clone(),
+                now,
+            );
+            let estimate = self.plan_job(&job, accepts_incomplete)?;
+            let mut op = Operation::start(
+                op_id.clone(),
+                OperationKind::Update,
+                &tenant.name,
+                id,
+                None,
+                estimate.is_some(),
+                req.parameters.clone(),
+                meta,
+                now,
+            );
+            op.change = Some(change.clone());
+            let mut instance = cur.clone();
+            instance.last_operation = Some(op_id.clone());
+            instance.updated_at = now;
+            match estimate {
+                Some(secs) => {
+                    op.retry_after_secs = secs.max(1);
+                    op.deadline = self.deadline(&target, now);
+                    instance.state = InstanceState::Updating;
+                    let writes = vec![
+                        Write::replace(Record::Instance(instance), version),
+                        Write::create(Record::Operation(op.clone())),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    self.enqueue(&op.key(), Duration::ZERO).await?;
+                    return Ok(Reply::Accepted {
+                        operation: op_id.clone(),
+                        body: ProvisionResponse {
+                            operation: Some(op_id.to_string()),
+                            ..Default::default()
+                        },
+                    });
+                }
+                None => {
+                    let outcome = self.backend.start(&job).await;
+                    let BackendOutcome::Done(Done::Instance(result)) = outcome else {
+                        return Err(sync_outcome_error(outcome));
+                    };
+                    apply_change(&mut instance, &change, result);
+                    op.finish(OperationState::Succeeded, None, now);
+                    let body = ProvisionResponse {
+                        dashboard_url: instance.dashboard_url.clone(),
+                        ..Default::default()
+                    };
+                    let writes = vec![
+                        Write::replace(Record::Instance(instance), version),
+                        Write::create(Record::Operation(op)),
+                    ];
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    return Ok(Reply::Ok(body));
+                }
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "the service instance is being changed by another request".into(),
+        ))
+    }
+
+    pub async fn deprovision(
+        &self,
+        tenant: &Tenant,
+        id: &InstanceId,
+        query: DeleteQuery,
+        meta: &RequestMeta,
+    ) -> Result<Reply<()>> {
+        required(query.service_id.as_deref(), "service_id")?;
+        required(query.plan_id.as_deref(), "plan_id")?;
+        for _ in 0..MAX_RACE_RETRIES {
+            let now = self.clock.now_ms();
+            let Some(Versioned { item: cur, version }) =
+                self.store.get_instance(&tenant.name, id).await?
+            else {
+                return Err(gone());
+            };
+            let mut writes = Vec::new();
+            match cur.state {
+                InstanceState::Gone => return Err(gone()),
+                InstanceState::Deleting => {
+                    return match (&cur.last_operation, query.accepts_incomplete) {
+                        (Some(op), true) => Ok(Reply::Accepted {
+                            operation: op.clone(),
+                            body: (),
+                        }),
+                        _ => Err(BrokerError::Concurrency(
+                            "the service instance is already being deleted".into(),
+                        )),
+                    };
+                }
+                InstanceState::Updating => {
+                    return Err(BrokerError::Concurrency(
+                        "an update of the service instance is in progress".into(),
+                    ));
+                }
+                InstanceState::Creating => {
+                    // Orphan mitigation: deleting an instance being created stops the creation.
+                    if let Some(w) = self
+                        .cancel_operation(&tenant.name, id, cur.last_operation.as_ref(), now)
+                        .await?
+                    {
+                        writes.push(w);
+                    }
+                }
+                InstanceState::Ready | InstanceState::CreateFailed => {}
+            }
+            let bindings = self.store.list_bindings(&tenant.name, id).await?;
+            if let Some(b) = bindings.iter().find(|b| {
+                b.item.instance_generation == cur.generation
+                    && matches!(
+                        b.item.state,
+                        BindingState::Creating | BindingState::Deleting
+                    )
+            }) {
+                return Err(BrokerError::Concurrency(format!(
+                    "an operation on binding '{}' is in progress",
+                    b.item.id
+                )));
+            }
+            let op_id = self.ids.operation_id();
+            let job = self.job(
+                OperationKind::Deprovision,
+                &op_id,
+                &tenant.name,
+                id,
+                None,
+                &cur.service_id,
+                &cur.plan_id,
+                None,
+                now,
+            );
+            let estimate = self.plan_job(&job, query.accepts_incomplete)?;
+            let mut op = Operation::start(
+                op_id.clone(),
+                OperationKind::Deprovision,
+                &tenant.name,
+                id,
+                None,
+                estimate.is_some(),
+                None,
+                meta,
+                now,
+            );
+            let mut instance = cur.clone();
+            instance.last_operation = Some(op_id.clone());
+            instance.updated_at = now;
+            let plan = self.catalog.plan_by_id(&cur.plan_id);
+            match estimate {
+                Some(secs) => {
+                    op.retry_after_secs = secs.max(1);
+                    op.deadline = plan.and_then(|p| self.deadline(&p, now));
+                    instance.state = InstanceState::Deleting;
+                    writes.push(Write::replace(Record::Instance(instance), version));
+                    writes.push(Write::create(Record::Operation(op.clone())));
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    self.enqueue(&op.key(), Duration::ZERO).await?;
+                    return Ok(Reply::Accepted {
+                        operation: op_id,
+                        body: (),
+                    });
+                }
+                None => {
+                    let outcome = self.backend.start(&job).await;
+                    if !matches!(outcome, BackendOutcome::Done(_)) {
+                        return Err(sync_outcome_error(outcome));
+                    }
+                    instance.state = InstanceState::Gone;
+                    op.finish(OperationState::Succeeded, None, now);
+                    writes.push(Write::replace(Record::Instance(instance), version));
+                    writes.push(Write::create(Record::Operation(op)));
+                    match self.store.commit(writes).await {
+                        Err(StoreError::Conflict) => continue,
+                        r => r?,
+                    }
+                    return Ok(Reply::Ok(()));
+                }
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "the service instance is being changed by another request".into(),
+        ))
+    }
+
+    /// GET instance: 404 while it is being created or after it failed or was deleted, 422 while updating.
+    pub async fn fetch_instance(
+        &self,
+        tenant: &Tenant,
+        id: &InstanceId,
+    ) -> Result<InstanceResource> {
+        let Some(Versioned { item: cur, .. }) = self.store.get_instance(&tenant.name, id).await?
+        else {
+            return Err(not_found());
+        };
+        match cur.state {
+            InstanceState::Ready | InstanceState::Deleting => {}
+            InstanceState::Updating => {
+                return Err(BrokerError::Concurrency(
+                    "the service instance is being updated".into(),
+                ));
+            }
+            InstanceState::Creating | InstanceState::CreateFailed | InstanceState::Gone => {
+                return Err(not_found());
+            }
+        }
+        if let Some(plan) = self.catalog.plan_by_id(&cur.plan_id) {
+            if !plan.instances_retrievable() {
+                return Err(BrokerError::BadRequest(
+                    "the service offering does not allow fetching instances (instances_retrievable is false)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(InstanceResource {
+            service_id: cur.service_id,
+            plan_id: cur.plan_id,
+            dashboard_url: cur.dashboard_url,
+            parameters: cur.parameters,
+            maintenance_info: cur.maintenance_info,
+            metadata: cur.metadata,
+        })
+    }
+
+    /// Marks an in-progress operation failed because the resource is being deleted (orphan mitigation);
+    /// returns the write to commit with the delete, or `None` when there is nothing to cancel.
+    pub(super) async fn cancel_operation(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+        op_id: Option<&crate::ids::OperationId>,
+        now: i64,
+    ) -> Result<Option<Write>> {
+        let Some(op_id) = op_id else { return Ok(None) };
+        let key = crate::records::OperationKey {
+            tenant: tenant.to_owned(),
+            instance_id: instance_id.clone(),
+            operation_id: op_id.clone(),
+        };
+        let Some(Versioned {
+            item: mut op,
+            version,
+        }) = self.store.get_operation(&key).await?
+        else {
+            return Ok(None);
+        };
+        if op.is_final() {
+            return Ok(None);
+        }
+        op.finish(
+            OperationState::Failed,
+            Some(format!(
+                "{} cancelled: a delete was requested while it was in progress",
+                op.kind.as_str()
+            )),
+            now,
+        );
+        Ok(Some(Write::replace(Record::Operation(op), version)))
+    }
+}
+
+fn not_found() -> BrokerError {
+    BrokerError::NotFound("the service instance does not exist".into())
+}
+
+fn gone() -> BrokerError {
+    BrokerError::Gone("the service instance does not exist".into())
+}
+
+/// PATCH semantics: parameters not named in the request keep their values.
+fn merge_parameters(current: &Option<Object>, requested: &Option<Object>) -> Option<Object> {
+    match (current, requested) {
+        (c, None) => c.clone(),
+        (None, Some(r)) => Some(r.clone()),
+        (Some(c), Some(r)) => {
+            let mut m = c.clone();
+            for (k, v) in r {
+                m.insert(k.clone(), v.clone());
+            }
+            Some(m)
+        }
+    }
+}
+
+/// Whether a re-sent PATCH asks for the change already in progress.
+fn same_change(op: &Operation, cur: &Instance, req: &UpdateRequest) -> bool {
+    let Some(change) = &op.change else {
+        return false;
+    };
+    let plan = req.plan_id.as_deref().unwrap_or(&cur.plan_id);
+    change.plan_id == plan && same_parameters(&op.parameters, &req.parameters)
+}
+
+/// Applies a finished update to the instance.
+pub(super) fn apply_change(
+    instance: &mut Instance,
+    change: &InstanceChange,
+    result: InstanceResult,
+) {
+    instance.plan_id = change.plan_id.clone();
+    instance.parameters = change.parameters.clone();
+    instance.context = change.context.clone();
+    instance.maintenance_info = change.maintenance_info.clone();
+    if result.dashboard_url.is_some() {
+        instance.dashboard_url = result.dashboard_url;
+    }
+    if result.metadata.is_some() {
+        instance.metadata = result.metadata;
+    }
+    instance.state = InstanceState::Ready;
+}

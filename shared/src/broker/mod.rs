@@ -1,0 +1,180 @@
+//! The broker's use cases: what each OSB request does to instances, bindings and operations, and how the
+//! worker completes asynchronous operations. Handlers call these; these call the ports.
+
+mod bindings;
+mod instances;
+pub mod last_operation;
+pub mod worker;
+
+use crate::catalog::{Catalog, PlanRef, SchemaKind};
+use crate::error::{BrokerError, Result};
+use crate::ids::{InstanceId, OperationId};
+use crate::model::Object;
+use crate::ports::{Backend, BackendJob, Clock, IdGenerator, Queue, Store};
+use crate::records::{OperationKey, OperationKind};
+use crate::tenants::Tenant;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use worker::{WorkerStep, run_workers};
+
+/// The parameter key the simulated backend reads its per-request overrides from; never schema-checked.
+pub const SIMULATE_KEY: &str = "simulate";
+
+/// How many times a request re-reads and retries after losing a race on a version check.
+const MAX_RACE_RETRIES: usize = 4;
+
+/// What a mutating request answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply<T> {
+    /// 200: the resource already exists as asked (or the change is done).
+    Ok(T),
+    /// 201: created now.
+    Created(T),
+    /// 202: accepted, in progress.
+    Accepted { operation: OperationId, body: T },
+}
+
+/// The ports and the catalog the use cases run on.
+#[derive(Clone)]
+pub struct Broker {
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub backend: Arc<dyn Backend>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("catalog", &self.catalog)
+            .finish()
+    }
+}
+
+fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(BrokerError::BadRequest(format!("{name} is required"))),
+    }
+}
+
+/// Parameters as the comparison for idempotency sees them: absent and `{}` are the same.
+fn same_parameters(a: &Option<Object>, b: &Option<Object>) -> bool {
+    let empty = Object::new();
+    a.as_ref().unwrap_or(&empty) == b.as_ref().unwrap_or(&empty)
+}
+
+impl Broker {
+    /// The plan of a request: both ids given, the offering visible to the tenant, the plan one of its plans.
+    fn resolve_plan(
+        &self,
+        tenant: &Tenant,
+        service_id: Option<&str>,
+        plan_id: Option<&str>,
+    ) -> Result<PlanRef<'_>> {
+        let service_id = required(service_id, "service_id")?;
+        let plan_id = required(plan_id, "plan_id")?;
+        let service = self.resolve_service(tenant, service_id)?;
+        match self.catalog.plan_by_id(plan_id) {
+            Some(p) if p.service.id == service.id => Ok(p),
+            _ => Err(BrokerError::BadRequest(format!(
+                "plan_id '{plan_id}' is not a plan of service '{service_id}'"
+            ))),
+        }
+    }
+
+    fn resolve_service(
+        &self,
+        tenant: &Tenant,
+        service_id: &str,
+    ) -> Result<&crate::catalog::ServiceOffering> {
+        match self.catalog.service(service_id) {
+            Some(s) if tenant.can_use(&s.id) => Ok(s),
+            _ => Err(BrokerError::BadRequest(format!(
+                "service_id '{service_id}' is not in the catalog"
+            ))),
+        }
+    }
+
+    /// Checks parameters against the plan's schema (the simulated backend's `simulate` key aside).
+    fn validate_parameters(
+        &self,
+        plan: &PlanRef<'_>,
+        kind: SchemaKind,
+        parameters: &Option<Object>,
+    ) -> Result<()> {
+        let Some(params) = parameters else {
+            return Ok(());
+        };
+        let mut params = params.clone();
+        params.remove(SIMULATE_KEY);
+        self.catalog
+            .validate_parameters(&plan.plan.id, kind, &serde_json::Value::Object(params))
+            .map_err(|errors| {
+                BrokerError::BadRequest(format!(
+                    "parameters do not match the plan's schema: {}",
+                    errors.join("; ")
+                ))
+            })
+    }
+
+    /// Asks the backend whether the job finishes at once (`None`) or asynchronously (`Some(seconds)`),
+    /// and refuses an async job when the platform does not accept incomplete answers.
+    fn plan_job(&self, job: &BackendJob, accepts_incomplete: bool) -> Result<Option<u64>> {
+        let estimate = self
+            .backend
+            .plan_job(job)
+            .map_err(|e| BrokerError::BadRequest(e.0))?;
+        if estimate.is_some() && !accepts_incomplete {
+            return Err(BrokerError::AsyncRequired(format!(
+                "this {} can only be done asynchronously; send accepts_incomplete=true",
+                job.kind.as_str()
+            )));
+        }
+        Ok(estimate)
+    }
+
+    /// The unix-ms deadline of an operation on the plan, from its `maximum_polling_duration`.
+    fn deadline(&self, plan: &PlanRef<'_>, now: i64) -> Option<i64> {
+        plan.plan
+            .maximum_polling_duration
+            .map(|s| now.saturating_add((s as i64).saturating_mul(1000)))
+    }
+
+    /// Puts the operation on the operations queue for the worker.
+    async fn enqueue(&self, key: &OperationKey, delay: Duration) -> Result<()> {
+        let body = serde_json::to_string(key)
+            .map_err(|e| BrokerError::BadRequest(format!("cannot encode operation key: {e}")))?;
+        self.queue.send(body, delay).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn job(
+        &self,
+        kind: OperationKind,
+        operation_id: &OperationId,
+        tenant: &str,
+        instance_id: &InstanceId,
+        binding_id: Option<&crate::ids::BindingId>,
+        service_id: &str,
+        plan_id: &str,
+        parameters: Option<Object>,
+        started_at: i64,
+    ) -> BackendJob {
+        BackendJob {
+            kind,
+            operation_id: operation_id.clone(),
+            tenant: tenant.to_owned(),
+            instance_id: instance_id.clone(),
+            binding_id: binding_id.cloned(),
+            service_id: service_id.to_owned(),
+            plan_id: plan_id.to_owned(),
+            parameters,
+            started_at,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Completes asynchronous operations: for one operation key (a queue message), start or poll the backend
+//! job and either ask to be called again later or commit the final state of the operation and its
+//! instance/binding in one atomic write. Every step is idempotent: duplicate or replayed messages and a
+//! worker killed between any two steps end in the same final state.
+
+use super::Broker;
+use super::instances::apply_change;
+use crate::error::{BrokerError, Result};
+use crate::ports::backend::{Done, InstanceResult};
+use crate::ports::queue::MAX_DELAY;
+use crate::ports::{BackendOutcome, Queue, Record, StoreError, Versioned, Write};
+use crate::records::{
+    BindingState, InstanceState, Operation, OperationKey, OperationKind, OperationState,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// What to do with the message after processing it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerStep {
+    /// The operation is final (now or before): acknowledge the message.
+    Finished,
+    /// Still in progress: send the message again with this delay, then acknowledge this one.
+    Again(Duration),
+}
+
+impl Broker {
+    /// Processes one operation message.
+    pub async fn process_operation(&self, key: &OperationKey) -> Result<WorkerStep> {
+        for _ in 0..8 {
+            let Some(Versioned { item: op, version }) = self.store.get_operation(key).await? else {
+                tracing::warn!(operation = %key.operation_id, "message for an unknown operation; dropped");
+                return Ok(WorkerStep::Finished);
+            };
+            if op.is_final() {
+                return Ok(WorkerStep::Finished);
+            }
+            let now = self.clock.now_ms();
+            if op.deadline.is_some_and(|d| now > d) {
+                let secs = self
+                    .catalog
+                    .plan_by_id(&self.job_plan(&op).await?.1)
+                    .and_then(|p| p.plan.maximum_polling_duration)
+                    .unwrap_or_default();
+                let description = format!(
+                    "{} did not finish within the plan's maximum_polling_duration of {secs} s",
+                    op.kind.as_str()
+                );
+                match self.finalize(op, version, Err(description)).await {
+                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                    r => return r,
+                }
+            }
+            let (job, _) = self.job_plan(&op).await?;
+            let outcome = match &op.backend_handle {
+                None => self.backend.start(&job).await,
+                Some(h) => self.backend.poll(&job, h).await,
+            };
+            match outcome {
+                BackendOutcome::InProgress {
+                    handle,
+                    retry_after_secs,
+                } => {
+                    let retry = retry_after_secs.max(1);
+                    if op.backend_handle.as_deref() != Some(handle.as_str())
+                        || op.retry_after_secs != retry
+                    {
+                        let mut op = op;
+                        op.backend_handle = Some(handle);
+                        op.retry_after_secs = retry;
+                        op.updated_at = now;
+                        match self
+                            .store
+                            .commit(vec![Write::replace(Record::Operation(op), version)])
+                            .await
+                        {
+                            Err(StoreError::Conflict) => continue,
+                            r => r?,
+                        }
+                    }
+                    let delay = Duration::from_secs(retry).min(MAX_DELAY);
+                    return Ok(WorkerStep::Again(delay));
+                }
+                BackendOutcome::Done(done) => match self.finalize(op, version, Ok(done)).await {
+                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                    r => return r,
+                },
+                BackendOutcome::Failed(d) => match self.finalize(op, version, Err(d)).await {
+                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                    r => return r,
+                },
+            }
+        }
+        Err(BrokerError::Store(StoreError::Conflict))
+    }
+
+    /// The backend job of an operation, and the plan id it runs on.
+    async fn job_plan(&self, op: &Operation) -> Result<(crate::ports::BackendJob, String)> {
+        let (service_id, plan_id) = if op.kind.is_binding() {
+            let binding_id = op.binding_id.as_ref().ok_or_else(|| {
+                BrokerError::Store(StoreError::Corrupt(
+                    "binding operation without binding id".into(),
+                ))
+            })?;
+            let b = self
+                .store
+                .get_binding(&op.tenant, &op.instance_id, binding_id)
+                .await?
+                .ok_or_else(|| {
+                    BrokerError::Store(StoreError::Corrupt("operation without binding".into()))
+                })?;
+            (b.item.service_id, b.item.plan_id)
+        } else {
+            let i = self
+                .store
+                .get_instance(&op.tenant, &op.instance_id)
+                .await?
+                .ok_or_else(|| {
+                    BrokerError::Store(StoreError::Corrupt("operation without instance".into()))
+                })?;
+            let plan = op
+                .change
+                .as_ref()
+                .map(|c| c.plan_id.clone())
+                .unwrap_or(i.item.plan_id);
+            (i.item.service_id, plan)
+        };
+        let job = self.job(
+            op.kind,
+            &op.id,
+            &op.tenant,
+            &op.instance_id,
+            op.binding_id.as_ref(),
+            &service_id,
+            &plan_id,
+            op.parameters.clone(),
+            op.created_at,
+        );
+        Ok((job, plan_id))
+    }
+
+    /// Commits the final state of the operation together with its instance or binding.
+    async fn finalize(
+        &self,
+        mut op: Operation,
+        op_version: u64,
+        outcome: std::result::Result<Done, String>,
+    ) -> Result<WorkerStep> {
+        let now = self.clock.now_ms();
+        let (succeeded, description, done) = match outcome {
+            Ok(d) => (true, None, Some(d)),
+            Err(d) => (false, Some(d), None),
+        };
+        let state = if succeeded {
+            OperationState::Succeeded
+        } else {
+            OperationState::Failed
+        };
+        let mut writes = Vec::with_capacity(2);
+        if op.kind.is_binding() {
+            let binding_id = op.binding_id.clone().ok_or_else(|| {
+                BrokerError::Store(StoreError::Corrupt(
+                    "binding operation without binding id".into(),
+                ))
+            })?;
+            if let Some(Versioned {
+                item: mut b,
+                version,
+            }) = self
+                .store
+                .get_binding(&op.tenant, &op.instance_id, &binding_id)
+                .await?
+            {
+                if b.last_operation.as_ref() == Some(&op.id) {
+                    b.updated_at = now;
+                    b.state = match (op.kind, succeeded) {
+                        (OperationKind::Bind, true) => {
+                            if let Some(Done::Binding(r)) = done {
+                                b.result = Some(r);
+                            }
+                            BindingState::Ready
+                        }
+                        (OperationKind::Bind, false) => BindingState::CreateFailed,
+                        (_, true) => {
+                            b.result = None;
+                            BindingState::Gone
+                        }
+                        (_, false) => BindingState::Ready,
+                    };
+                    writes.push(Write::replace(Record::Binding(b), version));
+                }
+            }
+        } else if let Some(Versioned {
+            item: mut i,
+            version,
+        }) = self.store.get_instance(&op.tenant, &op.instance_id).await?
+        {
+            if i.last_operation.as_ref() == Some(&op.id) {
+                i.updated_at = now;
+                match (op.kind, succeeded) {
+                    (OperationKind::Provision, true) => {
+                        if let Some(Done::Instance(r)) = done {
+                            i.dashboard_url = r.dashboard_url;
+                            i.metadata = r.metadata;
+                        }
+                        i.state = InstanceState::Ready;
+                    }
+                    (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
+                    (OperationKind::Update, true) => {
+                        let result = match done {
+                            Some(Done::Instance(r)) => r,
+                            _ => InstanceResult::default(),
+                        };
+                        if let Some(change) = op.change.clone() {
+                            apply_change(&mut i, &change, result);
+                        }
+                        i.state = InstanceState::Ready;
+                    }
+                    (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
+                    _ => i.state = InstanceState::Ready,
+                }
+                writes.push(Write::replace(Record::Instance(i), version));
+            }
+        }
+        op.finish(state, description, now);
+        writes.push(Write::replace(Record::Operation(op.clone()), op_version));
+        self.store.commit(writes).await?;
+        tracing::info!(
+            operation = %op.id,
+            kind = op.kind.as_str(),
+            state = ?op.state,
+            "operation finished"
+        );
+        Ok(WorkerStep::Finished)
+    }
+
+    /// Re-enqueues every operation still in progress (after a restart of the local broker).
+    pub async fn resume_unfinished(&self) -> Result<usize> {
+        let keys = self.store.unfinished_operations().await?;
+        for k in &keys {
+            self.enqueue(k, Duration::ZERO).await?;
+        }
+        Ok(keys.len())
+    }
+}
+
+/// Handles one delivery from the operations queue: process, then re-send and/or acknowledge.
+/// Errors leave the message unacknowledged, so the queue delivers it again after its visibility timeout.
+pub async fn handle_delivery(
+    broker: &Broker,
+    queue: &dyn Queue,
+    body: &str,
+    receipt: &str,
+) -> Result<()> {
+    let key: OperationKey = match serde_json::from_str(body) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "undecodable operation message; dropped");
+            queue.ack(receipt).await?;
+            return Ok(());
+        }
+    };
+    let span =
+        tracing::info_span!("operation", operation = %key.operation_id, tenant = %key.tenant);
+    async {
+        match broker.process_operation(&key).await? {
+            WorkerStep::Finished => {}
+            WorkerStep::Again(delay) => queue.send(body.to_owned(), delay).await?,
+        }
+        queue.ack(receipt).await?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs `concurrency` consumers of the operations queue until the task is dropped (local mode).
+pub async fn run_workers(broker: Arc<Broker>, concurrency: usize, visibility: Duration) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    loop {
+        let permits = sem.available_permits().max(1);
+        let deliveries = match broker
+            .queue
+            .receive(permits.min(10), Duration::from_secs(1), visibility)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "operations queue receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for d in deliveries {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    handle_delivery(&broker, broker.queue.as_ref(), &d.body, &d.receipt).await
+                {
+                    tracing::error!(error = %e, "operation processing failed; it will be retried");
+                }
+                drop(permit);
+            });
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The broker's configuration file (TOML) and the built-in demo defaults: catalog, tenants, listen
+//! address, data directory. See the README for the format.
+
+use crate::adapters::sqlite::Synchronous;
+use crate::catalog::{Catalog, CatalogConfig, CatalogError};
+use crate::tenants::{Secret, TenantConfig};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The demo catalog shipped with the broker.
+pub const DEMO_CATALOG: &str = include_str!("../catalog/demo.json");
+
+/// Name and username of the tenant created when the configuration names none.
+pub const DEMO_TENANT: &str = "demo";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address to listen on (local mode).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where the embedded store keeps its files.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A catalog JSON file (OSB catalog plus each plan's `backend`); relative to the config file.
+    #[serde(default)]
+    pub catalog_file: Option<PathBuf>,
+    /// The catalog inline, instead of `catalog_file`.
+    #[serde(default)]
+    pub catalog: Option<CatalogConfig>,
+    /// The platforms allowed in. Empty: one demo tenant with a generated password.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Concurrent operations the local worker runs.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// SQLite durability: `normal` (survives process crashes) or `full` (also power loss).
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".broker-data")
+}
+fn default_body_limit() -> usize {
+    crate::http::DEFAULT_BODY_LIMIT
+}
+fn default_workers() -> usize {
+    16
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            catalog_file: None,
+            catalog: None,
+            tenants: Vec::new(),
+            body_limit_bytes: default_body_limit(),
+            workers: default_workers(),
+            synchronous: Synchronous::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid configuration: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("give either catalog_file or an inline catalog, not both")]
+    TwoCatalogs,
+    #[error("invalid catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("cannot keep the demo tenant's password in {path}: {source}")]
+    DemoPassword {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads a TOML configuration file; a relative `catalog_file` is resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: BrokerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let (Some(f), Some(dir)) = (&cfg.catalog_file, path.parent()) {
+            if f.is_relative() {
+                cfg.catalog_file = Some(dir.join(f));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The validated catalog: inline, from `catalog_file`, or the demo catalog.
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let config = match (&self.catalog, &self.catalog_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoCatalogs),
+            (Some(c), None) => c.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            (None, None) => serde_json::from_str(DEMO_CATALOG).map_err(|e| ConfigError::Parse {
+                path: PathBuf::from("<demo catalog>"),
+                message: e.to_string(),
+            })?,
+        };
+        Ok(Catalog::new(config)?)
+    }
+
+    /// The configured tenants, or the demo tenant whose password is generated once and kept in the
+    /// data directory (mode 0600). The flag tells whether the demo tenant is used.
+    pub fn tenants(&self) -> Result<(Vec<TenantConfig>, bool), ConfigError> {
+        if !self.tenants.is_empty() {
+            return Ok((self.tenants.clone(), false));
+        }
+        let path = self.data_dir.join("demo-tenant-password");
+        let err = |source| ConfigError::DemoPassword {
+            path: path.clone(),
+            source,
+        };
+        let password = match std::fs::read_to_string(&path) {
+            Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
+            _ => {
+                std::fs::create_dir_all(&self.data_dir).map_err(err)?;
+                let p: String = rand::rng()
+                    .sample_iter(&Alphanumeric)
+                    .take(24)
+                    .map(char::from)
+                    .collect();
+                write_private(&path, &p).map_err(err)?;
+                p
+            }
+        };
+        Ok((
+            vec![TenantConfig {
+                name: DEMO_TENANT.into(),
+                profile: None,
+                username: DEMO_TENANT.into(),
+                password: Secret::new(password),
+                services: None,
+            }],
+            true,
+        ))
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+/// The demo catalog, validated.
+pub fn demo_catalog() -> Result<Catalog, ConfigError> {
+    BrokerConfig::default().catalog()
+}

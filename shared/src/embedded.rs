@@ -1,0 +1,61 @@
+//! Wiring of the broker on its embedded adapters (SQLite store, in-process queue, simulated backend),
+//! shared by the local runner and the API Lambda until the AWS adapters are configured.
+
+use crate::adapters::{MemoryQueue, SqliteStore};
+use crate::backends::simulated::SimulatedBackend;
+use crate::broker::Broker;
+use crate::config::{BrokerConfig, ConfigError};
+use crate::http::AppState;
+use crate::ports::{Clock, StoreError, SystemClock, UlidGenerator};
+use crate::tenants::{TenantError, Tenants};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid tenants: {0}")]
+    Tenants(#[from] TenantError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+}
+
+/// The assembled embedded broker.
+pub struct Embedded {
+    pub broker: Arc<Broker>,
+    pub state: AppState,
+    /// Whether the generated demo tenant is in use (its password is in the data directory).
+    pub demo_tenant: Option<crate::tenants::TenantConfig>,
+}
+
+pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, StartError> {
+    let catalog = Arc::new(config.catalog()?);
+    let (tenant_configs, demo) = config.tenants()?;
+    let tenants = Arc::new(Tenants::new(tenant_configs.clone(), |s| {
+        catalog.service(s).is_some()
+    })?);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    let store = SqliteStore::open(config.data_dir.join("broker.db"), config.synchronous)?;
+    let broker = Arc::new(Broker {
+        catalog: catalog.clone(),
+        store: Arc::new(store),
+        queue: Arc::new(MemoryQueue::new()),
+        backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
+        clock,
+        ids: Arc::new(UlidGenerator),
+    });
+    let state = AppState::new(broker.clone(), tenants, config.body_limit_bytes);
+    Ok(Embedded {
+        broker,
+        state,
+        demo_tenant: demo.then(|| tenant_configs.into_iter().next()).flatten(),
+    })
+}
+
+/// `build` with the system clock.
+pub fn build_default(config: &BrokerConfig) -> Result<Embedded, StartError> {
+    build(config, Arc::new(SystemClock))
+}

@@ -1,0 +1,21 @@
+//! The domain crate of the serverless Open Service Broker: the OSB model, catalog, tenants, instances,
+//! bindings and operations, the ports the domain needs, the embedded adapters, and the one HTTP router.
+
+pub mod adapters;
+pub mod backends;
+pub mod broker;
+pub mod catalog;
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod ports;
+pub mod records;
+pub mod tenants;
+
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;

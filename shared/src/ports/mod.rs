@@ -1,0 +1,11 @@
+//! Ports: what the domain needs from the outside world. Adapters (embedded, AWS) implement them.
+
+pub mod backend;
+pub mod clock;
+pub mod queue;
+pub mod store;
+
+pub use backend::{Backend, BackendJob, BackendOutcome};
+pub use clock::{Clock, IdGenerator, SystemClock, UlidGenerator};
+pub use queue::{Delivery, Queue, QueueError};
+pub use store::{Expected, Record, Store, StoreError, Versioned, Write};

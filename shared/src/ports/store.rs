@@ -1,0 +1,104 @@
+//! The store port: tenant-namespaced instances, bindings and operations, read by key and written in
+//! atomic, version-checked batches. Every adapter passes `contract::store`.
+
+use crate::ids::{BindingId, InstanceId};
+use crate::records::{Binding, Instance, Operation, OperationKey};
+use async_trait::async_trait;
+
+/// A record with the version the store holds it at (1 after creation, +1 per write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub item: T,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Instance(Instance),
+    Binding(Binding),
+    Operation(Operation),
+}
+
+/// What a write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The record must not exist.
+    Absent,
+    /// The record must exist at exactly this version.
+    Version(u64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub record: Record,
+    pub expected: Expected,
+}
+
+impl Write {
+    pub fn create(record: Record) -> Self {
+        Write {
+            record,
+            expected: Expected::Absent,
+        }
+    }
+    pub fn replace(record: Record, version: u64) -> Self {
+        Write {
+            record,
+            expected: Expected::Version(version),
+        }
+    }
+    /// Create when `version` is `None`, else replace that version.
+    pub fn upsert(record: Record, version: Option<u64>) -> Self {
+        match version {
+            None => Write::create(record),
+            Some(v) => Write::replace(record, v),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    /// A write's expectation did not hold: someone else changed the record first. Nothing was written.
+    #[error("the record was changed concurrently")]
+    Conflict,
+    /// The store could not be reached or failed; the request may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get_instance(
+        &self,
+        tenant: &str,
+        id: &InstanceId,
+    ) -> Result<Option<Versioned<Instance>>, StoreError>;
+
+    async fn get_binding(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+        id: &BindingId,
+    ) -> Result<Option<Versioned<Binding>>, StoreError>;
+
+    /// Every binding record of the instance (any generation, any state).
+    async fn list_bindings(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+    ) -> Result<Vec<Versioned<Binding>>, StoreError>;
+
+    async fn get_operation(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Operation>>, StoreError>;
+
+    /// Applies all writes or none. `Conflict` when any expectation fails.
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Keys of operations still in progress (used to resume work after a restart).
+    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError>;
+}

@@ -1,0 +1,269 @@
+//! What the broker stores: instances, bindings and operations, each namespaced by tenant,
+//! and the state machine their `state` fields follow.
+
+use crate::identity::OriginatingIdentity;
+use crate::ids::{BindingId, InstanceId, OperationId};
+use crate::model::responses::{BindingResult, LastOperationState};
+use crate::model::{MaintenanceInfo, Object};
+use serde::{Deserialize, Serialize};
+
+/// Life of an instance.
+///
+/// ```text
+/// (absent|Gone|CreateFailed) --provision--> Creating --ok--> Ready --update--> Updating --> Ready
+///                                              |--fail--> CreateFailed           (fail: Ready, unchanged)
+/// Ready|Creating|CreateFailed --deprovision--> Deleting --ok--> Gone   (fail: Ready)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Creating,
+    Ready,
+    CreateFailed,
+    Updating,
+    Deleting,
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub tenant: String,
+    pub id: InstanceId,
+    /// Incremented each time the id is provisioned again after a delete, so old bindings never reappear.
+    pub generation: u64,
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub organization_guid: Option<String>,
+    #[serde(default)]
+    pub space_guid: Option<String>,
+    #[serde(default)]
+    pub context: Option<Object>,
+    #[serde(default)]
+    pub parameters: Option<Object>,
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Object>,
+    pub state: InstanceState,
+    #[serde(default)]
+    pub last_operation: Option<OperationId>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Life of a binding: like an instance's, without updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingState {
+    Creating,
+    Ready,
+    CreateFailed,
+    Deleting,
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    pub tenant: String,
+    pub instance_id: InstanceId,
+    pub instance_generation: u64,
+    pub id: BindingId,
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub app_guid: Option<String>,
+    #[serde(default)]
+    pub bind_resource: Option<Object>,
+    #[serde(default)]
+    pub context: Option<Object>,
+    #[serde(default)]
+    pub parameters: Option<Object>,
+    #[serde(default)]
+    pub predecessor_binding_id: Option<BindingId>,
+    pub state: BindingState,
+    /// Credentials and the rest of the 201 body, once the backend produced them.
+    #[serde(default)]
+    pub result: Option<BindingResult>,
+    #[serde(default)]
+    pub last_operation: Option<OperationId>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    Provision,
+    Update,
+    Deprovision,
+    Bind,
+    Unbind,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Provision => "provision",
+            OperationKind::Update => "update",
+            OperationKind::Deprovision => "deprovision",
+            OperationKind::Bind => "bind",
+            OperationKind::Unbind => "unbind",
+        }
+    }
+    pub fn is_binding(self) -> bool {
+        matches!(self, OperationKind::Bind | OperationKind::Unbind)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+impl From<OperationState> for LastOperationState {
+    fn from(s: OperationState) -> Self {
+        match s {
+            OperationState::InProgress => LastOperationState::InProgress,
+            OperationState::Succeeded => LastOperationState::Succeeded,
+            OperationState::Failed => LastOperationState::Failed,
+        }
+    }
+}
+
+/// What an update asks to change; applied to the instance when the update succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceChange {
+    pub plan_id: String,
+    #[serde(default)]
+    pub parameters: Option<Object>,
+    #[serde(default)]
+    pub context: Option<Object>,
+    #[serde(default)]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+/// Where an operation lives, and the only thing a queue message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OperationKey {
+    pub tenant: String,
+    pub instance_id: InstanceId,
+    pub operation_id: OperationId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub tenant: String,
+    pub instance_id: InstanceId,
+    #[serde(default)]
+    pub binding_id: Option<BindingId>,
+    pub id: OperationId,
+    pub kind: OperationKind,
+    pub state: OperationState,
+    /// Whether the broker answered 202 for it.
+    pub asynchronous: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The backend's handle for a job it is still doing.
+    #[serde(default)]
+    pub backend_handle: Option<String>,
+    /// The backend's estimate of when to look again, in seconds (the `Retry-After` of `last_operation`).
+    pub retry_after_secs: u64,
+    /// When the operation must be over (the plan's `maximum_polling_duration`), unix milliseconds.
+    #[serde(default)]
+    pub deadline: Option<i64>,
+    #[serde(default)]
+    pub change: Option<InstanceChange>,
+    /// The parameters of the request as sent (what the backend job gets).
+    #[serde(default)]
+    pub parameters: Option<Object>,
+    #[serde(default)]
+    pub instance_usable: Option<bool>,
+    #[serde(default)]
+    pub update_repeatable: Option<bool>,
+    #[serde(default)]
+    pub originating_identity: Option<OriginatingIdentity>,
+    #[serde(default)]
+    pub request_identity: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Operation {
+    /// A new operation in progress (or, with `asynchronous == false`, one about to be finished at once).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        id: OperationId,
+        kind: OperationKind,
+        tenant: &str,
+        instance_id: &InstanceId,
+        binding_id: Option<&BindingId>,
+        asynchronous: bool,
+        parameters: Option<Object>,
+        meta: &RequestMeta,
+        now: i64,
+    ) -> Self {
+        Operation {
+            tenant: tenant.to_owned(),
+            instance_id: instance_id.clone(),
+            binding_id: binding_id.cloned(),
+            id,
+            kind,
+            state: OperationState::InProgress,
+            asynchronous,
+            description: None,
+            backend_handle: None,
+            retry_after_secs: 1,
+            deadline: None,
+            change: None,
+            parameters,
+            instance_usable: None,
+            update_repeatable: None,
+            originating_identity: meta.originating_identity.clone(),
+            request_identity: meta.request_identity.clone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Marks the operation finished.
+    pub fn finish(&mut self, state: OperationState, description: Option<String>, now: i64) {
+        self.state = state;
+        self.description = description;
+        self.backend_handle = None;
+        self.updated_at = now;
+        if state == OperationState::Failed {
+            match self.kind {
+                OperationKind::Update => {
+                    self.instance_usable = Some(true);
+                    self.update_repeatable = Some(true);
+                }
+                OperationKind::Deprovision => self.instance_usable = Some(true),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn key(&self) -> OperationKey {
+        OperationKey {
+            tenant: self.tenant.clone(),
+            instance_id: self.instance_id.clone(),
+            operation_id: self.id.clone(),
+        }
+    }
+    pub fn is_final(&self) -> bool {
+        self.state != OperationState::InProgress
+    }
+}
+
+/// Who asked, for the audit trail kept on each operation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestMeta {
+    pub originating_identity: Option<OriginatingIdentity>,
+    pub request_identity: Option<String>,
+}
