@@ -17,5 +17,5 @@ pub mod ports;
 pub mod records;
 pub mod tenants;
 
-#[cfg(any(test, feature = "contract-tests"))]
+/// Contract suites every store and queue adapter must pass (see `store_contract!`, `queue_contract!`).
 pub mod contract;

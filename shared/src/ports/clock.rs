@@ -20,6 +20,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that only moves when told to (tests, token expiry, polling deadlines).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(now_ms))
+    }
+    pub fn advance(&self, d: std::time::Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub trait IdGenerator: Send + Sync {
     /// A new, unique, URL-safe operation id.
     fn operation_id(&self) -> OperationId;

@@ -6,6 +6,6 @@ pub mod queue;
 pub mod store;
 
 pub use backend::{Backend, BackendJob, BackendOutcome};
-pub use clock::{Clock, IdGenerator, SystemClock, UlidGenerator};
+pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
 pub use queue::{Delivery, Queue, QueueError};
 pub use store::{Expected, Record, Store, StoreError, Versioned, Write};

@@ -1,0 +1,270 @@
+//! The store contract: what every `Store` adapter must do. Cases panic on violation (they are tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::ids::{BindingId, InstanceId, OperationId};
+use crate::ports::{Record, Store, StoreError, Write};
+use crate::records::*;
+use std::sync::Arc;
+
+fn iid(s: &str) -> InstanceId {
+    InstanceId::parse(s).unwrap()
+}
+
+pub fn instance(tenant: &str, id: &str) -> Instance {
+    Instance {
+        tenant: tenant.into(),
+        id: iid(id),
+        generation: 1,
+        service_id: "svc".into(),
+        plan_id: "plan".into(),
+        organization_guid: Some("org".into()),
+        space_guid: Some("space".into()),
+        context: None,
+        parameters: Some(serde_json::from_str(r#"{"a": 1}"#).unwrap()),
+        maintenance_info: None,
+        dashboard_url: None,
+        metadata: None,
+        state: InstanceState::Ready,
+        last_operation: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+pub fn binding(tenant: &str, instance_id: &str, id: &str) -> Binding {
+    Binding {
+        tenant: tenant.into(),
+        instance_id: iid(instance_id),
+        instance_generation: 1,
+        id: BindingId::parse(id).unwrap(),
+        service_id: "svc".into(),
+        plan_id: "plan".into(),
+        app_guid: None,
+        bind_resource: None,
+        context: None,
+        parameters: None,
+        predecessor_binding_id: None,
+        state: BindingState::Ready,
+        result: None,
+        last_operation: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
+    Operation::start(
+        OperationId::parse(id).unwrap(),
+        OperationKind::Provision,
+        tenant,
+        &iid(instance_id),
+        None,
+        true,
+        None,
+        &RequestMeta::default(),
+        1,
+    )
+}
+
+pub async fn created_records_read_back_at_version_one(store: Arc<dyn Store>) {
+    assert_eq!(store.get_instance("t1", &iid("i1")).await.unwrap(), None);
+    let i = instance("t1", "i1");
+    let b = binding("t1", "i1", "b1");
+    let o = operation("t1", "i1", "op1");
+    store
+        .commit(vec![
+            Write::create(Record::Instance(i.clone())),
+            Write::create(Record::Binding(b.clone())),
+            Write::create(Record::Operation(o.clone())),
+        ])
+        .await
+        .unwrap();
+    let got = store.get_instance("t1", &iid("i1")).await.unwrap().unwrap();
+    assert_eq!((got.item, got.version), (i, 1));
+    let got = store
+        .get_binding("t1", &iid("i1"), &b.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.item, got.version), (b, 1));
+    let got = store.get_operation(&o.key()).await.unwrap().unwrap();
+    assert_eq!((got.item, got.version), (o, 1));
+}
+
+pub async fn expectations_guard_every_write(store: Arc<dyn Store>) {
+    let mut i = instance("t1", "i1");
+    store
+        .commit(vec![Write::create(Record::Instance(i.clone()))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .commit(vec![Write::create(Record::Instance(i.clone()))])
+            .await,
+        Err(StoreError::Conflict),
+        "create of an existing record"
+    );
+    i.plan_id = "other".into();
+    assert_eq!(
+        store
+            .commit(vec![Write::replace(Record::Instance(i.clone()), 7)])
+            .await,
+        Err(StoreError::Conflict),
+        "replace at a wrong version"
+    );
+    store
+        .commit(vec![Write::replace(Record::Instance(i.clone()), 1)])
+        .await
+        .unwrap();
+    let got = store.get_instance("t1", &iid("i1")).await.unwrap().unwrap();
+    assert_eq!((got.item.plan_id.as_str(), got.version), ("other", 2));
+    assert_eq!(
+        store
+            .commit(vec![Write::replace(Record::Instance(i.clone()), 1)])
+            .await,
+        Err(StoreError::Conflict),
+        "replace at a stale version"
+    );
+    let missing = instance("t1", "nope");
+    assert_eq!(
+        store
+            .commit(vec![Write::replace(Record::Instance(missing), 1)])
+            .await,
+        Err(StoreError::Conflict),
+        "replace of a missing record"
+    );
+}
+
+pub async fn a_failed_batch_writes_nothing(store: Arc<dyn Store>) {
+    let i = instance("t1", "i1");
+    store
+        .commit(vec![Write::create(Record::Instance(i.clone()))])
+        .await
+        .unwrap();
+    let o = operation("t1", "i1", "op1");
+    let mut changed = i.clone();
+    changed.state = InstanceState::Deleting;
+    let r = store
+        .commit(vec![
+            Write::create(Record::Operation(o.clone())),
+            Write::replace(Record::Instance(changed), 5),
+        ])
+        .await;
+    assert_eq!(r, Err(StoreError::Conflict));
+    assert_eq!(store.get_operation(&o.key()).await.unwrap(), None);
+    let got = store.get_instance("t1", &iid("i1")).await.unwrap().unwrap();
+    assert_eq!((got.item, got.version), (i, 1));
+}
+
+pub async fn bindings_are_listed_per_instance_only(store: Arc<dyn Store>) {
+    store
+        .commit(vec![
+            Write::create(Record::Instance(instance("t1", "i1"))),
+            Write::create(Record::Binding(binding("t1", "i1", "b2"))),
+            Write::create(Record::Binding(binding("t1", "i1", "b1"))),
+            Write::create(Record::Binding(binding("t1", "i10", "b3"))),
+            Write::create(Record::Binding(binding("t2", "i1", "b4"))),
+            Write::create(Record::Operation(operation("t1", "i1", "op1"))),
+        ])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = store
+        .list_bindings("t1", &iid("i1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| {
+            assert_eq!(b.version, 1);
+            b.item.id.to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["b1", "b2"]);
+    assert!(
+        store
+            .list_bindings("t1", &iid("i2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn tenants_do_not_share_ids(store: Arc<dyn Store>) {
+    let mut a = instance("t1", "same");
+    a.plan_id = "a".into();
+    let mut b = instance("t2", "same");
+    b.plan_id = "b".into();
+    store
+        .commit(vec![Write::create(Record::Instance(a))])
+        .await
+        .unwrap();
+    store
+        .commit(vec![Write::create(Record::Instance(b))])
+        .await
+        .unwrap();
+    let ga = store
+        .get_instance("t1", &iid("same"))
+        .await
+        .unwrap()
+        .unwrap();
+    let gb = store
+        .get_instance("t2", &iid("same"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ga.item.plan_id.as_str(), gb.item.plan_id.as_str()),
+        ("a", "b")
+    );
+    assert_eq!(store.get_instance("t3", &iid("same")).await.unwrap(), None);
+}
+
+pub async fn unfinished_operations_are_listed_until_final(store: Arc<dyn Store>) {
+    let o1 = operation("t1", "i1", "op1");
+    let o2 = operation("t2", "i2", "op2");
+    store
+        .commit(vec![
+            Write::create(Record::Operation(o1.clone())),
+            Write::create(Record::Operation(o2.clone())),
+        ])
+        .await
+        .unwrap();
+    let mut keys = store.unfinished_operations().await.unwrap();
+    keys.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
+    assert_eq!(keys, vec![o1.key(), o2.key()]);
+    let mut done = o1.clone();
+    done.finish(OperationState::Succeeded, None, 2);
+    store
+        .commit(vec![Write::replace(Record::Operation(done), 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.unfinished_operations().await.unwrap(), vec![o2.key()]);
+}
+
+pub async fn concurrent_writers_of_one_version_have_one_winner(store: Arc<dyn Store>) {
+    store
+        .commit(vec![Write::create(Record::Instance(instance("t1", "i1")))])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = instance("t1", "i1");
+            i.plan_id = format!("p{n}");
+            store
+                .commit(vec![Write::replace(Record::Instance(i), 1)])
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(e) => assert_eq!(e, StoreError::Conflict),
+        }
+    }
+    assert_eq!(wins, 1);
+    let got = store.get_instance("t1", &iid("i1")).await.unwrap().unwrap();
+    assert_eq!(got.version, 2);
+}
