@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# README command 2: installs what the tests need (pinned, project-local) and runs every test:
+# formatting and lint, unit and router tests, store/queue contract suites, Lambda event-fixture tests,
+# end-to-end tests against the local broker binary, and schemathesis fuzzing against the OSB spec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+start=$(date +%s)
+
+scripts/test-tools.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "==> cargo test (unit, router, contract, Lambda events, end-to-end)"
+cargo test --locked --workspace
+echo "==> schemathesis"
+scripts/schemathesis/run.sh
+
+echo "==> all tests passed in $(( $(date +%s) - start ))s"
