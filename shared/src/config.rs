@@ -103,10 +103,10 @@ impl BrokerConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        if let (Some(f), Some(dir)) = (&cfg.catalog_file, path.parent()) {
-            if f.is_relative() {
-                cfg.catalog_file = Some(dir.join(f));
-            }
+        if let (Some(f), Some(dir)) = (&cfg.catalog_file, path.parent())
+            && f.is_relative()
+        {
+            cfg.catalog_file = Some(dir.join(f));
         }
         Ok(cfg)
     }

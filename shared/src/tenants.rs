@@ -133,13 +133,13 @@ impl Tenants {
                 ));
             }
             users.push((&c.name, &c.username));
-            if let Some(services) = &c.services {
-                if let Some(s) = services.iter().find(|s| !known_service(s)) {
-                    return Err(TenantError::UnknownService {
-                        tenant: c.name.clone(),
-                        service: s.clone(),
-                    });
-                }
+            if let Some(services) = &c.services
+                && let Some(s) = services.iter().find(|s| !known_service(s))
+            {
+                return Err(TenantError::UnknownService {
+                    tenant: c.name.clone(),
+                    service: s.clone(),
+                });
             }
             list.push(Arc::new(Tenant {
                 name: c.name.clone(),

@@ -399,13 +399,13 @@ impl Broker {
         if !matches!(b.state, BindingState::Ready | BindingState::Deleting) {
             return Err(binding_not_found());
         }
-        if let Some(plan) = self.catalog.plan_by_id(&b.plan_id) {
-            if !plan.bindings_retrievable() {
-                return Err(BrokerError::BadRequest(
+        if let Some(plan) = self.catalog.plan_by_id(&b.plan_id)
+            && !plan.bindings_retrievable()
+        {
+            return Err(BrokerError::BadRequest(
                     "the service offering does not allow fetching bindings (bindings_retrievable is false)"
                         .into(),
                 ));
-            }
         }
         Ok(BindingResource {
             result: b.result.unwrap_or_default(),

@@ -234,16 +234,16 @@ impl Broker {
                             instance_id: id.clone(),
                             operation_id: op_id.clone(),
                         };
-                        if let Some(op) = self.store.get_operation(&key).await? {
-                            if same_change(&op.item, &cur, &req) {
-                                return Ok(Reply::Accepted {
-                                    operation: op_id.clone(),
-                                    body: ProvisionResponse {
-                                        operation: Some(op_id.to_string()),
-                                        ..Default::default()
-                                    },
-                                });
-                            }
+                        if let Some(op) = self.store.get_operation(&key).await?
+                            && same_change(&op.item, &cur, &req)
+                        {
+                            return Ok(Reply::Accepted {
+                                operation: op_id.clone(),
+                                body: ProvisionResponse {
+                                    operation: Some(op_id.to_string()),
+                                    ..Default::default()
+                                },
+                            });
                         }
                     }
                     return Err(BrokerError::Concurrency(
@@ -518,13 +518,13 @@ impl Broker {
                 return Err(not_found());
             }
         }
-        if let Some(plan) = self.catalog.plan_by_id(&cur.plan_id) {
-            if !plan.instances_retrievable() {
-                return Err(BrokerError::BadRequest(
+        if let Some(plan) = self.catalog.plan_by_id(&cur.plan_id)
+            && !plan.instances_retrievable()
+        {
+            return Err(BrokerError::BadRequest(
                     "the service offering does not allow fetching instances (instances_retrievable is false)"
                         .into(),
                 ));
-            }
         }
         Ok(InstanceResource {
             service_id: cur.service_id,

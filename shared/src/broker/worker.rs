@@ -171,57 +171,55 @@ impl Broker {
                 .store
                 .get_binding(&op.tenant, &op.instance_id, &binding_id)
                 .await?
+                && b.last_operation.as_ref() == Some(&op.id)
             {
-                if b.last_operation.as_ref() == Some(&op.id) {
-                    b.updated_at = now;
-                    b.state = match (op.kind, succeeded) {
-                        (OperationKind::Bind, true) => {
-                            if let Some(Done::Binding(r)) = done {
-                                b.result = Some(r);
-                            }
-                            BindingState::Ready
+                b.updated_at = now;
+                b.state = match (op.kind, succeeded) {
+                    (OperationKind::Bind, true) => {
+                        if let Some(Done::Binding(r)) = done {
+                            b.result = Some(r);
                         }
-                        (OperationKind::Bind, false) => BindingState::CreateFailed,
-                        (_, true) => {
-                            b.result = None;
-                            BindingState::Gone
-                        }
-                        (_, false) => BindingState::Ready,
-                    };
-                    writes.push(Write::replace(Record::Binding(b), version));
-                }
+                        BindingState::Ready
+                    }
+                    (OperationKind::Bind, false) => BindingState::CreateFailed,
+                    (_, true) => {
+                        b.result = None;
+                        BindingState::Gone
+                    }
+                    (_, false) => BindingState::Ready,
+                };
+                writes.push(Write::replace(Record::Binding(b), version));
             }
         } else if let Some(Versioned {
             item: mut i,
             version,
         }) = self.store.get_instance(&op.tenant, &op.instance_id).await?
+            && i.last_operation.as_ref() == Some(&op.id)
         {
-            if i.last_operation.as_ref() == Some(&op.id) {
-                i.updated_at = now;
-                match (op.kind, succeeded) {
-                    (OperationKind::Provision, true) => {
-                        if let Some(Done::Instance(r)) = done {
-                            i.dashboard_url = r.dashboard_url;
-                            i.metadata = r.metadata;
-                        }
-                        i.state = InstanceState::Ready;
+            i.updated_at = now;
+            match (op.kind, succeeded) {
+                (OperationKind::Provision, true) => {
+                    if let Some(Done::Instance(r)) = done {
+                        i.dashboard_url = r.dashboard_url;
+                        i.metadata = r.metadata;
                     }
-                    (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
-                    (OperationKind::Update, true) => {
-                        let result = match done {
-                            Some(Done::Instance(r)) => r,
-                            _ => InstanceResult::default(),
-                        };
-                        if let Some(change) = op.change.clone() {
-                            apply_change(&mut i, &change, result);
-                        }
-                        i.state = InstanceState::Ready;
-                    }
-                    (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
-                    _ => i.state = InstanceState::Ready,
+                    i.state = InstanceState::Ready;
                 }
-                writes.push(Write::replace(Record::Instance(i), version));
+                (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
+                (OperationKind::Update, true) => {
+                    let result = match done {
+                        Some(Done::Instance(r)) => r,
+                        _ => InstanceResult::default(),
+                    };
+                    if let Some(change) = op.change.clone() {
+                        apply_change(&mut i, &change, result);
+                    }
+                    i.state = InstanceState::Ready;
+                }
+                (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
+                _ => i.state = InstanceState::Ready,
             }
+            writes.push(Write::replace(Record::Instance(i), version));
         }
         op.finish(state, description, now);
         writes.push(Write::replace(Record::Operation(op.clone()), op_version));

@@ -42,10 +42,10 @@ fn empty_reply(r: Reply<()>) -> Response {
 
 fn last_operation(lo: LastOperation) -> Response {
     let mut resp = (StatusCode::OK, Json(lo.body)).into_response();
-    if let Some(secs) = lo.retry_after_secs {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = lo.retry_after_secs
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
 }
