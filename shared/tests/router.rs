@@ -443,3 +443,53 @@ async fn operation_ids_are_checked_on_last_operation() {
     assert_eq!(other_tenant.status, StatusCode::NOT_FOUND);
     let _: Value = other_tenant.body;
 }
+
+#[tokio::test]
+async fn simulate_parameters_are_validated_and_never_checked_against_the_plan_schema() {
+    let h = Harness::new();
+    // `small` has a schema with additionalProperties: false; `simulate` is still accepted.
+    let r = h
+        .provision(
+            "cf1",
+            "s1",
+            SMALL,
+            json!({"simulate": {"delay_seconds": 0}}),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for bad in [
+        json!({"simulate": 5}),
+        json!({"simulate": {"delay": 1}}),
+        json!({"simulate": {"delay_seconds": 99999}}),
+    ] {
+        let r = h.provision("cf1", "s2", SMALL, bad.clone(), true).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            r.body["description"].as_str().unwrap().contains("simulate"),
+            "{}",
+            r.body
+        );
+    }
+    // A synchronous failure answers 502 and writes nothing.
+    let r = h
+        .provision(
+            "cf1",
+            "s3",
+            SMALL,
+            json!({"simulate": {"fail": true, "failure_description": "disk full"}}),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.body["description"], "disk full");
+    let r = h
+        .call(
+            "cf1",
+            Method::DELETE,
+            &format!("/v2/service_instances/s3?service_id={PG}&plan_id={SMALL}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::GONE);
+}

@@ -69,10 +69,23 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// Echoes `X-Broker-API-Request-Identity` on every response.
+/// Echoes `X-Broker-API-Request-Identity` on every response and writes the access log line: method,
+/// path (never the query string, which may carry secrets), status, duration, request identity.
+/// Changes are logged at `info`, reads (catalog, fetches, polling) at `debug`.
 pub async fn echo_request_identity(req: Request, next: Next) -> Response {
     let id = req.headers().get(REQUEST_IDENTITY).cloned();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        tracing::debug!(%method, %path, status, micros, request_id, "request");
+    } else {
+        tracing::info!(%method, %path, status, micros, request_id, "request");
+    }
     if let Some(id) = id {
         resp.headers_mut()
             .insert(HeaderName::from_static(REQUEST_IDENTITY), id);
