@@ -113,25 +113,11 @@ impl BrokerConfig {
 
     /// The validated catalog: inline, from `catalog_file`, or the demo catalog.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
-        let config = match (&self.catalog, &self.catalog_file) {
-            (Some(_), Some(_)) => return Err(ConfigError::TwoCatalogs),
-            (Some(c), None) => c.clone(),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-            (None, None) => serde_json::from_str(DEMO_CATALOG).map_err(|e| ConfigError::Parse {
-                path: PathBuf::from("<demo catalog>"),
-                message: e.to_string(),
-            })?,
-        };
-        Ok(Catalog::new(config)?)
+        match (&self.catalog, &self.catalog_file) {
+            (Some(_), Some(_)) => Err(ConfigError::TwoCatalogs),
+            (Some(c), None) => Ok(Catalog::new(c.clone())?),
+            (None, file) => load_catalog(file.as_deref()),
+        }
     }
 
     /// The configured tenants, or the demo tenant whose password is generated once and kept in the
@@ -169,6 +155,25 @@ impl BrokerConfig {
             true,
         ))
     }
+}
+
+/// The catalog of a JSON file, or the demo catalog when no file is named; validated.
+pub fn load_catalog(file: Option<&Path>) -> Result<Catalog, ConfigError> {
+    let (text, path) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            path.to_owned(),
+        ),
+        None => (DEMO_CATALOG.to_owned(), PathBuf::from("<demo catalog>")),
+    };
+    let config: CatalogConfig = serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+        path,
+        message: e.to_string(),
+    })?;
+    Ok(Catalog::new(config)?)
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

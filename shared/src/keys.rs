@@ -35,6 +35,31 @@ pub fn operation_key(key: &OperationKey) -> (String, String) {
     )
 }
 
+/// Sparse index of operations in progress: `unfinished_shard = U#<0..UNFINISHED_SHARDS>`.
+pub const UNFINISHED_SHARDS: u32 = 4;
+
+/// The shard an unfinished operation is indexed under (spreads writes over a few index partitions).
+pub fn unfinished_shard(key: &OperationKey) -> String {
+    let h = key
+        .operation_id
+        .as_str()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    format!("U#{}", h % UNFINISHED_SHARDS)
+}
+
+/// The operation key back from an operation item's `(pk, sk)`.
+pub fn parse_operation_key(pk: &str, sk: &str) -> Option<OperationKey> {
+    let rest = pk.strip_prefix("T#")?;
+    let (tenant, instance) = rest.split_once("#I#")?;
+    let op = sk.strip_prefix(SK_OPERATION_PREFIX)?;
+    Some(OperationKey {
+        tenant: tenant.to_owned(),
+        instance_id: InstanceId::parse(instance).ok()?,
+        operation_id: OperationId::parse(op).ok()?,
+    })
+}
+
 /// `(pk, sk, entity kind)` of a record.
 pub fn record_key(record: &Record) -> (String, String, &'static str) {
     match record {
@@ -53,5 +78,24 @@ pub fn record_key(record: &Record) -> (String, String, &'static str) {
             operation_sk(&o.id),
             KIND_OPERATION,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_keys_round_trip() {
+        let key = OperationKey {
+            tenant: "cf-1".into(),
+            instance_id: InstanceId::parse("i-1.a").expect("id"),
+            operation_id: OperationId::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV").expect("id"),
+        };
+        let (pk, sk) = operation_key(&key);
+        assert_eq!(pk, "T#cf-1#I#i-1.a");
+        assert_eq!(parse_operation_key(&pk, &sk), Some(key.clone()));
+        assert!(unfinished_shard(&key).starts_with("U#"));
+        assert_eq!(parse_operation_key(&pk, "B#x"), None);
     }
 }

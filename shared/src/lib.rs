@@ -2,6 +2,8 @@
 //! bindings and operations, the ports the domain needs, the embedded adapters, and the one HTTP router.
 
 pub mod adapters;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod backends;
 pub mod broker;
 pub mod catalog;

@@ -1,0 +1,404 @@
+//! The DynamoDB store: one table, generic `pk`/`sk` keys from `keys.rs`, an `entity` attribute on every
+//! item, a `version` checked by every write's condition, `TransactWriteItems` for multi-item batches,
+//! `ttl` on finished operations and tombstones, and a sparse `unfinished` index. No Scan.
+//!
+//! The record itself is one JSON string attribute (`body`): platform-supplied JSON (parameters,
+//! context) may hold what DynamoDB maps cannot (empty keys, numbers beyond 38 digits).
+
+use crate::ids::{BindingId, InstanceId};
+use crate::keys;
+use crate::ports::{Expected, Record, Store, StoreError, Versioned, Write};
+use crate::records::{
+    Binding, BindingState, Instance, InstanceState, Operation, OperationKey, OperationState,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Name of the sparse index of operations in progress.
+pub const UNFINISHED_INDEX: &str = "unfinished";
+
+/// How long finished operations and deleted resources (tombstones) are kept: 30 days.
+pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// The stored shape of every item.
+#[derive(Debug, Serialize, Deserialize)]
+struct Item {
+    pk: String,
+    sk: String,
+    entity: String,
+    version: u64,
+    body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unfinished_shard: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyOnly {
+    pk: String,
+    sk: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn unavailable(what: &str, code: String) -> StoreError {
+    StoreError::Unavailable(format!("DynamoDB {what} failed: {code}"))
+}
+
+fn sdk_code<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    match e {
+        SdkError::ServiceError(s) => super::error_code(s.err()),
+        SdkError::TimeoutError(_) => "timeout".into(),
+        SdkError::DispatchFailure(_) => "dispatch failure".into(),
+        SdkError::ResponseError(_) => "unreadable response".into(),
+        SdkError::ConstructionFailure(_) => "request construction failure".into(),
+        _ => "unknown".into(),
+    }
+}
+
+fn ttl_of(record: &Record) -> Option<i64> {
+    let finished_at = match record {
+        Record::Operation(o) if o.state != OperationState::InProgress => o.updated_at,
+        Record::Instance(i) if i.state == InstanceState::Gone => i.updated_at,
+        Record::Binding(b) if b.state == BindingState::Gone => b.updated_at,
+        _ => return None,
+    };
+    Some(finished_at / 1000 + RETENTION_SECS)
+}
+
+fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let (pk, sk, entity) = keys::record_key(record);
+    let body = match record {
+        Record::Instance(i) => serde_json::to_string(i),
+        Record::Binding(b) => serde_json::to_string(b),
+        Record::Operation(o) => serde_json::to_string(o),
+    }
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let unfinished_shard = match record {
+        Record::Operation(o) if o.state == OperationState::InProgress => {
+            Some(keys::unfinished_shard(&o.key()))
+        }
+        _ => None,
+    };
+    let item = Item {
+        pk,
+        sk,
+        entity: entity.to_owned(),
+        version,
+        body,
+        ttl: ttl_of(record),
+        unfinished_shard,
+    };
+    serde_dynamo::to_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_item<T: DeserializeOwned>(
+    item: HashMap<String, AttributeValue>,
+) -> Result<Versioned<T>, StoreError> {
+    let item: Item =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let record =
+        serde_json::from_str(&item.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Versioned {
+        item: record,
+        version: item.version,
+    })
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table from the code's own key definition (tests, local endpoints). On AWS the SAM
+    /// template creates the same table.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+        };
+        let built = (|| -> Result<_, aws_sdk_dynamodb::error::BuildError> {
+            Ok((
+                vec![attr("pk")?, attr("sk")?, attr("unfinished_shard")?],
+                vec![key("pk", KeyType::Hash)?, key("sk", KeyType::Range)?],
+                GlobalSecondaryIndex::builder()
+                    .index_name(UNFINISHED_INDEX)
+                    .key_schema(key("unfinished_shard", KeyType::Hash)?)
+                    .key_schema(key("sk", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()?,
+            ))
+        })()
+        .map_err(|e| StoreError::Unavailable(format!("cannot describe the table: {e}")))?;
+        let (attrs, keys, gsi) = built;
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .set_attribute_definitions(Some(attrs))
+            .set_key_schema(Some(keys))
+            .global_secondary_indexes(gsi)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| unavailable("CreateTable", sdk_code(&e)))?;
+        Ok(())
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: String,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", sdk_code(&e)))?;
+        out.item.map(from_item).transpose()
+    }
+
+    fn put(&self, write: &Write) -> Result<Put, StoreError> {
+        let c = Conditional::of(write)?;
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(c.item))
+            .condition_expression(c.condition)
+            .set_expression_attribute_values(c.values)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the write: {e}")))
+    }
+}
+
+/// A write as DynamoDB sees it: the item at its next version and the condition on the current one.
+struct Conditional {
+    item: HashMap<String, AttributeValue>,
+    condition: &'static str,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+impl Conditional {
+    fn of(write: &Write) -> Result<Self, StoreError> {
+        Ok(match write.expected {
+            Expected::Absent => Conditional {
+                item: to_item(&write.record, 1)?,
+                condition: "attribute_not_exists(pk)",
+                values: None,
+            },
+            Expected::Version(v) => Conditional {
+                item: to_item(&write.record, v + 1)?,
+                condition: "version = :expected",
+                values: Some(HashMap::from([(
+                    ":expected".to_owned(),
+                    AttributeValue::N(v.to_string()),
+                )])),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn get_instance(
+        &self,
+        tenant: &str,
+        id: &InstanceId,
+    ) -> Result<Option<Versioned<Instance>>, StoreError> {
+        self.get(keys::instance_pk(tenant, id), keys::SK_INSTANCE.into())
+            .await
+    }
+
+    async fn get_binding(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+        id: &BindingId,
+    ) -> Result<Option<Versioned<Binding>>, StoreError> {
+        self.get(keys::instance_pk(tenant, instance_id), keys::binding_sk(id))
+            .await
+    }
+
+    async fn list_bindings(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+    ) -> Result<Vec<Versioned<Binding>>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(keys::instance_pk(tenant, instance_id)),
+                )
+                .expression_attribute_values(
+                    ":prefix",
+                    AttributeValue::S(keys::SK_BINDING_PREFIX.into()),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", sdk_code(&e)))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_operation(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Operation>>, StoreError> {
+        let (pk, sk) = keys::operation_key(key);
+        self.get(pk, sk).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        match writes.as_slice() {
+            [] => Ok(()),
+            [single] => {
+                let c = Conditional::of(single)?;
+                let sent = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(c.item))
+                    .condition_expression(c.condition)
+                    .set_expression_attribute_values(c.values)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Err(StoreError::Conflict)
+                    }
+                    Err(e) => Err(unavailable("PutItem", sdk_code(&e))),
+                }
+            }
+            many => {
+                let mut items = Vec::with_capacity(many.len());
+                for w in many {
+                    items.push(TransactWriteItem::builder().put(self.put(w)?).build());
+                }
+                match self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(classify_transaction_error(e)),
+                }
+            }
+        }
+    }
+
+    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..keys::UNFINISHED_SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(UNFINISHED_INDEX)
+                    .key_condition_expression("unfinished_shard = :s")
+                    .expression_attribute_values(":s", AttributeValue::S(format!("U#{shard}")))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("Query", sdk_code(&e)))?;
+                for item in page.items.unwrap_or_default() {
+                    let k: KeyOnly = serde_dynamo::from_item(item)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if let Some(key) = keys::parse_operation_key(&k.pk, &k.sk) {
+                        out.push(key);
+                    }
+                }
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A cancelled transaction whose reasons are condition failures or conflicts with another transaction
+/// is a `Conflict` (the domain re-reads and decides); anything else is retryable unavailability.
+fn classify_transaction_error<R>(e: SdkError<TransactWriteItemsError, R>) -> StoreError {
+    if let SdkError::ServiceError(s) = &e {
+        if let TransactWriteItemsError::TransactionCanceledException(c) = s.err() {
+            let conflict = c.cancellation_reasons().iter().any(|r| {
+                matches!(
+                    r.code(),
+                    Some("ConditionalCheckFailed") | Some("TransactionConflict")
+                )
+            });
+            let other_failure = c.cancellation_reasons().iter().any(|r| {
+                !matches!(
+                    r.code(),
+                    None | Some("None")
+                        | Some("ConditionalCheckFailed")
+                        | Some("TransactionConflict")
+                )
+            });
+            if conflict && !other_failure {
+                return StoreError::Conflict;
+            }
+        }
+    }
+    unavailable("TransactWriteItems", sdk_code(&e))
+}

@@ -1,0 +1,70 @@
+//! AWS adapters of the ports: DynamoDB store (single table), SQS queue, tenants from Secrets Manager,
+//! and the typed configuration of the Lambda functions, read once from the environment.
+
+pub mod config;
+pub mod dynamodb;
+pub mod sqs;
+pub mod tenants;
+pub mod testing;
+
+pub use config::AwsConfig;
+pub use dynamodb::DynamoStore;
+pub use sqs::SqsQueue;
+
+/// The error code of an SDK error, for classification and logs; never the whole error (which may
+/// carry request details).
+pub(crate) fn error_code<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("unknown").to_owned()
+}
+
+use crate::backends::simulated::SimulatedBackend;
+use crate::broker::Broker;
+use crate::ports::{SystemClock, UlidGenerator};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsStartError {
+    #[error(transparent)]
+    Env(#[from] config::EnvError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Secret(#[from] tenants::TenantSecretError),
+    #[error("invalid tenants: {0}")]
+    Tenants(#[from] crate::tenants::TenantError),
+}
+
+/// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
+pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker>, AwsStartError> {
+    let catalog = Arc::new(crate::config::load_catalog(cfg.catalog_file.as_deref())?);
+    let clock = Arc::new(SystemClock);
+    Ok(Arc::new(Broker {
+        catalog: catalog.clone(),
+        store: Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            cfg.table.clone(),
+        )),
+        queue: Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(sdk),
+            cfg.operations_queue_url.clone(),
+        )),
+        backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
+        clock,
+        ids: Arc::new(UlidGenerator),
+    }))
+}
+
+/// The API's state: the broker plus the tenants read from Secrets Manager.
+pub async fn api_state(
+    cfg: &AwsConfig,
+    sdk: &aws_config::SdkConfig,
+    body_limit: usize,
+) -> Result<crate::http::AppState, AwsStartError> {
+    let broker = broker(cfg, sdk)?;
+    let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
+    let configs = tenants::load(&aws_sdk_secretsmanager::Client::new(sdk), &secret_id).await?;
+    let tenants = Arc::new(crate::tenants::Tenants::new(configs, |s| {
+        broker.catalog.service(s).is_some()
+    })?);
+    Ok(crate::http::AppState::new(broker, tenants, body_limit))
+}
