@@ -379,8 +379,10 @@ impl Store for DynamoStore {
 /// A cancelled transaction whose reasons are condition failures or conflicts with another transaction
 /// is a `Conflict` (the domain re-reads and decides); anything else is retryable unavailability.
 fn classify_transaction_error<R>(e: SdkError<TransactWriteItemsError, R>) -> StoreError {
-    if let SdkError::ServiceError(s) = &e {
-        if let TransactWriteItemsError::TransactionCanceledException(c) = s.err() {
+    if let SdkError::ServiceError(s) = &e
+        && let TransactWriteItemsError::TransactionCanceledException(c) = s.err()
+    {
+        {
             let conflict = c.cancellation_reasons().iter().any(|r| {
                 matches!(
                     r.code(),

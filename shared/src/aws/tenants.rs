@@ -65,9 +65,7 @@ mod tests {
         assert_eq!(one.len(), 1);
         let many = parse(r#"{"tenants":[{"name":"a","username":"u","password":"p"},{"name":"b","username":"v","password":"q","profile":"kubernetes"}]}"#).expect("many");
         assert_eq!(many.len(), 2);
-        let err = parse(r#"{"name":"cf","password":"hunter2"}"#)
-            .err()
-            .expect("missing username");
+        let err = parse(r#"{"name":"cf","password":"hunter2"}"#).expect_err("missing username");
         assert!(!err.to_string().contains("hunter2"));
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct Moto {
     pub endpoint: String,
+    /// The watchdog shell; it ends, and stops moto, when this process is gone.
+    _watchdog: std::process::Child,
 }
 
 fn workspace_root() -> PathBuf {
@@ -43,7 +45,7 @@ pub fn moto() -> &'static Moto {
             bin.display(),
             parent = std::process::id()
         );
-        std::process::Command::new("sh")
+        let watchdog = std::process::Command::new("sh")
             .arg("-c")
             .arg(script)
             .spawn()
@@ -55,6 +57,7 @@ pub fn moto() -> &'static Moto {
         }
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
+            _watchdog: watchdog,
         }
     })
 }
