@@ -5,6 +5,7 @@ use crate::identity::OriginatingIdentity;
 use crate::ids::{BindingId, InstanceId, OperationId};
 use crate::model::responses::{BindingResult, LastOperationState};
 use crate::model::{MaintenanceInfo, Object};
+use crate::ports::BackendJob;
 use serde::{Deserialize, Serialize};
 
 /// Life of an instance.
@@ -50,6 +51,9 @@ pub struct Instance {
     pub state: InstanceState,
     #[serde(default)]
     pub last_operation: Option<OperationId>,
+    /// When provisioning succeeded; `None` for an instance whose creation never finished.
+    #[serde(default)]
+    pub provisioned_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -164,6 +168,11 @@ pub struct Operation {
     pub binding_id: Option<BindingId>,
     pub id: OperationId,
     pub kind: OperationKind,
+    /// The offering and plan the backend job runs on (for an update: the target plan).
+    #[serde(default)]
+    pub service_id: String,
+    #[serde(default)]
+    pub plan_id: String,
     pub state: OperationState,
     /// Whether the broker answered 202 for it.
     pub asynchronous: bool,
@@ -195,25 +204,17 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// A new operation in progress (or, with `asynchronous == false`, one about to be finished at once).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        id: OperationId,
-        kind: OperationKind,
-        tenant: &str,
-        instance_id: &InstanceId,
-        binding_id: Option<&BindingId>,
-        asynchronous: bool,
-        parameters: Option<Object>,
-        meta: &RequestMeta,
-        now: i64,
-    ) -> Self {
+    /// A new operation for a backend job: in progress, or, with `asynchronous == false`, about to be
+    /// finished at once.
+    pub fn start(job: &BackendJob, asynchronous: bool, meta: &RequestMeta) -> Self {
         Operation {
-            tenant: tenant.to_owned(),
-            instance_id: instance_id.clone(),
-            binding_id: binding_id.cloned(),
-            id,
-            kind,
+            tenant: job.tenant.clone(),
+            instance_id: job.instance_id.clone(),
+            binding_id: job.binding_id.clone(),
+            id: job.operation_id.clone(),
+            kind: job.kind,
+            service_id: job.service_id.clone(),
+            plan_id: job.plan_id.clone(),
             state: OperationState::InProgress,
             asynchronous,
             description: None,
@@ -221,13 +222,28 @@ impl Operation {
             retry_after_secs: 1,
             deadline: None,
             change: None,
-            parameters,
+            parameters: job.parameters.clone(),
             instance_usable: None,
             update_repeatable: None,
             originating_identity: meta.originating_identity.clone(),
             request_identity: meta.request_identity.clone(),
-            created_at: now,
-            updated_at: now,
+            created_at: job.started_at,
+            updated_at: job.started_at,
+        }
+    }
+
+    /// The backend job this operation runs.
+    pub fn job(&self) -> BackendJob {
+        BackendJob {
+            kind: self.kind,
+            operation_id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            instance_id: self.instance_id.clone(),
+            binding_id: self.binding_id.clone(),
+            service_id: self.service_id.clone(),
+            plan_id: self.plan_id.clone(),
+            parameters: self.parameters.clone(),
+            started_at: self.created_at,
         }
     }
 

@@ -511,7 +511,7 @@ async fn given_a_deleted_instance_when_its_id_is_provisioned_again_then_its_old_
 }
 
 #[tokio::test]
-#[ignore = "broker bug: binding last_operation reports a binding of a deleted instance (older generation) as 'succeeded' instead of 404"]
+
 async fn given_a_reprovisioned_instance_when_polling_a_binding_of_its_previous_life_then_404() {
     bounded(async {
         let broker = Broker::start_default().await;

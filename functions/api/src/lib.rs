@@ -1,12 +1,21 @@
 //! Wiring of the API Lambda, kept in a library so that event-fixture tests drive the same code.
 
 pub mod app {
+    use osb_broker::aws::{self, AwsConfig};
     use osb_broker::config::BrokerConfig;
+    use osb_broker::http::DEFAULT_BODY_LIMIT;
     use std::path::PathBuf;
 
-    /// Builds the router from the environment: `OSB_CONFIG` (a TOML file) or the demo defaults with
-    /// the data directory `OSB_DATA_DIR` (default `/tmp/osb-broker`).
-    pub fn from_env() -> Result<axum::Router, lambda_http::Error> {
+    /// Builds the router from the environment. With `OSB_TABLE_NAME` set: DynamoDB + SQS + tenants from
+    /// Secrets Manager (every missing variable named at start-up). Otherwise the embedded adapters with
+    /// `OSB_CONFIG` (a TOML file) or the demo defaults, data in `OSB_DATA_DIR` (default `/tmp/osb-broker`).
+    pub async fn from_env() -> Result<axum::Router, lambda_http::Error> {
+        if std::env::var_os(aws::config::TABLE).is_some() {
+            let cfg = AwsConfig::from_env(true)?;
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let state = aws::api_state(&cfg, &sdk, DEFAULT_BODY_LIMIT).await?;
+            return Ok(osb_broker::http::router(state));
+        }
         let mut cfg = match std::env::var_os("OSB_CONFIG") {
             Some(p) => BrokerConfig::load(&PathBuf::from(p))?,
             None => BrokerConfig::default(),
@@ -19,6 +28,7 @@ pub mod app {
         build(&cfg)
     }
 
+    /// The router on the embedded adapters.
     pub fn build(cfg: &BrokerConfig) -> Result<axum::Router, lambda_http::Error> {
         let embedded = osb_broker::embedded::build_default(cfg)?;
         Ok(osb_broker::http::router(embedded.state))

@@ -1,6 +1,6 @@
 //! The API Lambda: the OSB router behind API Gateway (HTTP API, payload 2.0), run by `lambda_http`.
-//! Until the AWS adapters are configured it uses the embedded adapters, with the configuration file
-//! named by `OSB_CONFIG` (default: demo catalog and tenant, data in /tmp).
+//! With `OSB_TABLE_NAME` set it runs on DynamoDB + SQS (see `osb_broker::aws::config`); otherwise on
+//! the embedded adapters, with the configuration file named by `OSB_CONFIG`.
 
 use osb_api::app;
 
@@ -13,6 +13,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         )
         .without_time()
         .init();
-    let router = app::from_env()?;
+    let router = app::from_env().await?;
     lambda_http::run(router).await
 }

@@ -1,4 +1,25 @@
-//! The worker Lambda (SQS event source): completes asynchronous operations. Wiring only; the logic is
-//! `osb_broker::broker::worker`.
+//! The worker Lambda (SQS event source on the operations queue): completes asynchronous operations.
+//! Wiring only: typed configuration from the environment, adapters built once per cold start.
 
-fn main() {}
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use osb_broker::aws::{self, AwsConfig};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .without_time()
+        .init();
+    let cfg = AwsConfig::from_env(false)?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let broker = aws::broker(&cfg, &sdk)?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let broker = broker.clone();
+        async move { Ok::<_, Error>(osb_worker::handle_batch(broker, event.payload).await) }
+    }))
+    .await
+}

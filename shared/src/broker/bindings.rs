@@ -189,17 +189,7 @@ impl Broker {
                 created_at: now,
                 updated_at: now,
             };
-            let mut op = Operation::start(
-                op_id.clone(),
-                OperationKind::Bind,
-                &tenant.name,
-                instance_id,
-                Some(id),
-                estimate.is_some(),
-                req.parameters.clone(),
-                meta,
-                now,
-            );
+            let mut op = Operation::start(&job, estimate.is_some(), meta);
             let version = existing.as_ref().map(|v| v.version);
             match estimate {
                 Some(secs) => {
@@ -316,17 +306,7 @@ impl Broker {
                 now,
             );
             let estimate = self.plan_job(&job, query.accepts_incomplete)?;
-            let mut op = Operation::start(
-                op_id.clone(),
-                OperationKind::Unbind,
-                &tenant.name,
-                instance_id,
-                Some(id),
-                estimate.is_some(),
-                None,
-                meta,
-                now,
-            );
+            let mut op = Operation::start(&job, estimate.is_some(), meta);
             let mut binding = cur.clone();
             binding.last_operation = Some(op_id.clone());
             binding.updated_at = now;
@@ -396,7 +376,13 @@ impl Broker {
         else {
             return Err(binding_not_found());
         };
-        if !matches!(b.state, BindingState::Ready | BindingState::Deleting) {
+        // A binding being deleted is still there only if it was ever created (has its result).
+        let exists = match b.state {
+            BindingState::Ready => true,
+            BindingState::Deleting => b.result.is_some(),
+            _ => false,
+        };
+        if !exists {
             return Err(binding_not_found());
         }
         if let Some(plan) = self.catalog.plan_by_id(&b.plan_id)

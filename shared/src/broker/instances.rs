@@ -140,20 +140,11 @@ impl Broker {
                 metadata: None,
                 state: InstanceState::Creating,
                 last_operation: Some(op_id.clone()),
+                provisioned_at: None,
                 created_at: now,
                 updated_at: now,
             };
-            let mut op = Operation::start(
-                op_id.clone(),
-                OperationKind::Provision,
-                &tenant.name,
-                id,
-                None,
-                estimate.is_some(),
-                req.parameters.clone(),
-                meta,
-                now,
-            );
+            let mut op = Operation::start(&job, estimate.is_some(), meta);
             let version = existing.as_ref().map(|v| v.version);
             match estimate {
                 Some(secs) => {
@@ -183,6 +174,7 @@ impl Broker {
                         return Err(sync_outcome_error(outcome));
                     };
                     instance.state = InstanceState::Ready;
+                    instance.provisioned_at = Some(now);
                     instance.dashboard_url = result.dashboard_url;
                     instance.metadata = result.metadata;
                     op.finish(OperationState::Succeeded, None, now);
@@ -306,17 +298,7 @@ impl Broker {
                 now,
             );
             let estimate = self.plan_job(&job, accepts_incomplete)?;
-            let mut op = Operation::start(
-                op_id.clone(),
-                OperationKind::Update,
-                &tenant.name,
-                id,
-                None,
-                estimate.is_some(),
-                req.parameters.clone(),
-                meta,
-                now,
-            );
+            let mut op = Operation::start(&job, estimate.is_some(), meta);
             op.change = Some(change.clone());
             let mut instance = cur.clone();
             instance.last_operation = Some(op_id.clone());
@@ -443,17 +425,7 @@ impl Broker {
                 now,
             );
             let estimate = self.plan_job(&job, query.accepts_incomplete)?;
-            let mut op = Operation::start(
-                op_id.clone(),
-                OperationKind::Deprovision,
-                &tenant.name,
-                id,
-                None,
-                estimate.is_some(),
-                None,
-                meta,
-                now,
-            );
+            let mut op = Operation::start(&job, estimate.is_some(), meta);
             let mut instance = cur.clone();
             instance.last_operation = Some(op_id.clone());
             instance.updated_at = now;
@@ -508,7 +480,10 @@ impl Broker {
             return Err(not_found());
         };
         match cur.state {
-            InstanceState::Ready | InstanceState::Deleting => {}
+            InstanceState::Ready => {}
+            // A delete that cancelled the creation: the instance never existed for the platform.
+            InstanceState::Deleting if cur.provisioned_at.is_none() => return Err(not_found()),
+            InstanceState::Deleting => {}
             InstanceState::Updating => {
                 return Err(BrokerError::Concurrency(
                     "the service instance is being updated".into(),

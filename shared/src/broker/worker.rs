@@ -37,107 +37,57 @@ impl Broker {
                 return Ok(WorkerStep::Finished);
             }
             let now = self.clock.now_ms();
-            if op.deadline.is_some_and(|d| now > d) {
+            let outcome = if op.deadline.is_some_and(|d| now > d) {
                 let secs = self
                     .catalog
-                    .plan_by_id(&self.job_plan(&op).await?.1)
+                    .plan_by_id(&op.plan_id)
                     .and_then(|p| p.plan.maximum_polling_duration)
                     .unwrap_or_default();
-                let description = format!(
+                BackendOutcome::Failed(format!(
                     "{} did not finish within the plan's maximum_polling_duration of {secs} s",
                     op.kind.as_str()
-                );
-                match self.finalize(op, version, Err(description)).await {
-                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
-                    r => return r,
+                ))
+            } else {
+                let job = op.job();
+                match &op.backend_handle {
+                    None => self.backend.start(&job).await,
+                    Some(h) => self.backend.poll(&job, h).await,
                 }
-            }
-            let (job, _) = self.job_plan(&op).await?;
-            let outcome = match &op.backend_handle {
-                None => self.backend.start(&job).await,
-                Some(h) => self.backend.poll(&job, h).await,
             };
-            match outcome {
+            let step = match outcome {
                 BackendOutcome::InProgress {
                     handle,
                     retry_after_secs,
                 } => {
-                    let retry = retry_after_secs.max(1);
-                    if op.backend_handle.as_deref() != Some(handle.as_str())
-                        || op.retry_after_secs != retry
-                    {
+                    // Only a new handle is written; the `Retry-After` estimate stays the first one,
+                    // so a poll that changes nothing costs no write.
+                    if op.backend_handle.as_deref() != Some(handle.as_str()) {
                         let mut op = op;
                         op.backend_handle = Some(handle);
-                        op.retry_after_secs = retry;
+                        op.retry_after_secs = retry_after_secs.max(1);
                         op.updated_at = now;
-                        match self
-                            .store
+                        self.store
                             .commit(vec![Write::replace(Record::Operation(op), version)])
                             .await
-                        {
-                            Err(StoreError::Conflict) => continue,
-                            r => r?,
-                        }
+                            .map_err(BrokerError::from)
+                    } else {
+                        Ok(())
                     }
-                    let delay = Duration::from_secs(retry).min(MAX_DELAY);
-                    return Ok(WorkerStep::Again(delay));
+                    .map(|()| {
+                        WorkerStep::Again(
+                            Duration::from_secs(retry_after_secs.max(1)).min(MAX_DELAY),
+                        )
+                    })
                 }
-                BackendOutcome::Done(done) => match self.finalize(op, version, Ok(done)).await {
-                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
-                    r => return r,
-                },
-                BackendOutcome::Failed(d) => match self.finalize(op, version, Err(d)).await {
-                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
-                    r => return r,
-                },
+                BackendOutcome::Done(done) => self.finalize(op, version, Ok(done)).await,
+                BackendOutcome::Failed(d) => self.finalize(op, version, Err(d)).await,
+            };
+            match step {
+                Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                r => return r,
             }
         }
         Err(BrokerError::Store(StoreError::Conflict))
-    }
-
-    /// The backend job of an operation, and the plan id it runs on.
-    async fn job_plan(&self, op: &Operation) -> Result<(crate::ports::BackendJob, String)> {
-        let (service_id, plan_id) = if op.kind.is_binding() {
-            let binding_id = op.binding_id.as_ref().ok_or_else(|| {
-                BrokerError::Store(StoreError::Corrupt(
-                    "binding operation without binding id".into(),
-                ))
-            })?;
-            let b = self
-                .store
-                .get_binding(&op.tenant, &op.instance_id, binding_id)
-                .await?
-                .ok_or_else(|| {
-                    BrokerError::Store(StoreError::Corrupt("operation without binding".into()))
-                })?;
-            (b.item.service_id, b.item.plan_id)
-        } else {
-            let i = self
-                .store
-                .get_instance(&op.tenant, &op.instance_id)
-                .await?
-                .ok_or_else(|| {
-                    BrokerError::Store(StoreError::Corrupt("operation without instance".into()))
-                })?;
-            let plan = op
-                .change
-                .as_ref()
-                .map(|c| c.plan_id.clone())
-                .unwrap_or(i.item.plan_id);
-            (i.item.service_id, plan)
-        };
-        let job = self.job(
-            op.kind,
-            &op.id,
-            &op.tenant,
-            &op.instance_id,
-            op.binding_id.as_ref(),
-            &service_id,
-            &plan_id,
-            op.parameters.clone(),
-            op.created_at,
-        );
-        Ok((job, plan_id))
     }
 
     /// Commits the final state of the operation together with its instance or binding.
@@ -243,19 +193,15 @@ impl Broker {
     }
 }
 
-/// Handles one delivery from the operations queue: process, then re-send and/or acknowledge.
-/// Errors leave the message unacknowledged, so the queue delivers it again after its visibility timeout.
-pub async fn handle_delivery(
-    broker: &Broker,
-    queue: &dyn Queue,
-    body: &str,
-    receipt: &str,
-) -> Result<()> {
+/// Processes one operations-queue message: run the operation's next step and, when it is still in
+/// progress, send the message again with the backend's delay. On `Ok` the caller acknowledges the
+/// message (local: `ack`; Lambda: not reported as failed); on `Err` it leaves it for redelivery.
+/// An undecodable message is logged and dropped (`Ok`): redelivering it cannot help.
+pub async fn process_message(broker: &Broker, body: &str) -> Result<()> {
     let key: OperationKey = match serde_json::from_str(body) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "undecodable operation message; dropped");
-            queue.ack(receipt).await?;
             return Ok(());
         }
     };
@@ -263,14 +209,25 @@ pub async fn handle_delivery(
         tracing::info_span!("operation", operation = %key.operation_id, tenant = %key.tenant);
     async {
         match broker.process_operation(&key).await? {
-            WorkerStep::Finished => {}
-            WorkerStep::Again(delay) => queue.send(body.to_owned(), delay).await?,
+            WorkerStep::Finished => Ok(()),
+            WorkerStep::Again(delay) => Ok(broker.queue.send(body.to_owned(), delay).await?),
         }
-        queue.ack(receipt).await?;
-        Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Handles one delivery from a queue consumer: process, then acknowledge. Errors leave the message
+/// unacknowledged, so the queue delivers it again after its visibility timeout.
+pub async fn handle_delivery(
+    broker: &Broker,
+    queue: &dyn Queue,
+    body: &str,
+    receipt: &str,
+) -> Result<()> {
+    process_message(broker, body).await?;
+    queue.ack(receipt).await?;
+    Ok(())
 }
 
 /// Runs `concurrency` consumers of the operations queue until the task is dropped (local mode).

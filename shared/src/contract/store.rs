@@ -26,6 +26,7 @@ pub fn instance(tenant: &str, id: &str) -> Instance {
         metadata: None,
         state: InstanceState::Ready,
         last_operation: None,
+        provisioned_at: Some(1),
         created_at: 1,
         updated_at: 1,
     }
@@ -53,17 +54,18 @@ pub fn binding(tenant: &str, instance_id: &str, id: &str) -> Binding {
 }
 
 pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
-    Operation::start(
-        OperationId::parse(id).unwrap(),
-        OperationKind::Provision,
-        tenant,
-        &iid(instance_id),
-        None,
-        true,
-        None,
-        &RequestMeta::default(),
-        1,
-    )
+    let job = crate::ports::BackendJob {
+        kind: OperationKind::Provision,
+        operation_id: OperationId::parse(id).unwrap(),
+        tenant: tenant.into(),
+        instance_id: iid(instance_id),
+        binding_id: None,
+        service_id: "svc".into(),
+        plan_id: "plan".into(),
+        parameters: None,
+        started_at: 1,
+    };
+    Operation::start(&job, true, &RequestMeta::default())
 }
 
 pub async fn created_records_read_back_at_version_one(store: Arc<dyn Store>) {

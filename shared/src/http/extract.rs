@@ -204,10 +204,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OsbJson<T> {
                 ApiError::BadRequest("the request body could not be read".into())
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::BadRequest(
-                "a JSON request body is required".into(),
-            ));
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => {
+                return Err(ApiError::BadRequest(
+                    "a JSON request body is required".into(),
+                ));
+            }
+            // serde would map an array onto the request's fields by position: refuse anything but an
+            // object up front.
+            Some(b'{') => {}
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "the request body is not valid: it must be a JSON object".into(),
+                ));
+            }
         }
         serde_json::from_slice(&bytes)
             .map(OsbJson)

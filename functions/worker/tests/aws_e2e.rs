@@ -1,0 +1,635 @@
+//! End to end on the AWS wiring against moto on loopback: the API handler serves API Gateway v2 events
+//! through `lambda_http`; the worker handler is fed SQS events built from messages received from the
+//! queue, and deletes what it reports as done, as the Lambda event source does. Also: fault tests
+//! (duplicate message, a worker dying between commit and enqueue, concurrent requests) and the
+//! DynamoDB/SQS call counts per OSB request, by an SDK interceptor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use base64::Engine;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service};
+use osb_broker::aws::testing::{moto, unique_name};
+use osb_broker::aws::{self, AwsConfig, SqsQueue};
+use osb_broker::broker::Broker;
+use osb_broker::ports::{Queue, QueueError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const PG: &str = "6d3a9a9e-6c2f-4c55-9d0e-3b1f2f6c1a01";
+const SMALL: &str = "0a7f4a34-5b0b-4b8e-8d4e-1f0d3c9a2b11";
+const STANDARD: &str = "1b8e5b45-6c1c-4c9f-9e5f-2a1e4d0b3c22";
+const ASYNC_BIND: &str = "2c9f6c56-7d2d-4daf-8f60-3b2f5e1c4d33";
+
+/// Counts SDK operations (one per API call, retries excluded).
+#[derive(Debug, Default)]
+struct Counter(AtomicUsize);
+
+#[derive(Debug, Clone)]
+struct Counting(Arc<Counter>);
+
+impl aws_sdk_dynamodb::config::Intercept for Counting {
+    fn name(&self) -> &'static str {
+        "Counting"
+    }
+    fn read_before_execution(
+        &self,
+        _: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Env {
+    router: axum::Router,
+    broker: Arc<Broker>,
+    queue: SqsQueue,
+    calls: Arc<Counter>,
+}
+
+async fn env() -> Env {
+    let sdk = moto().sdk_config().await;
+    let calls = Arc::new(Counter::default());
+    let counting = Counting(calls.clone());
+    let table = unique_name("osb");
+    let dynamo = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(counting.clone())
+            .build(),
+    );
+    aws::DynamoStore::new(dynamo.clone(), &table)
+        .create_table()
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .interceptor(counting)
+            .build(),
+    );
+    let url = SqsQueue::create(&sqs, &unique_name("ops")).await.unwrap();
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let secret_id = unique_name("tenants");
+    secrets
+        .create_secret()
+        .name(&secret_id)
+        .secret_string(
+            json!({"tenants": [
+                {"name": "cf1", "username": "cf1-user", "password": "cf1-pass", "profile": "cloudfoundry"},
+                {"name": "ks2", "username": "ks2-user", "password": "ks2-pass", "profile": "kubernetes"}
+            ]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let cfg = AwsConfig {
+        table: table.clone(),
+        operations_queue_url: url.clone(),
+        tenants_secret_id: Some(secret_id),
+        catalog_file: None,
+    };
+    let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
+        .await
+        .unwrap();
+    // Rebuild the broker on the counting clients so that every DynamoDB/SQS call is seen.
+    let mut broker = (*state.broker).clone();
+    broker.store = Arc::new(aws::DynamoStore::new(dynamo, &table));
+    broker.queue = Arc::new(SqsQueue::new(sqs.clone(), &url));
+    let broker = Arc::new(broker);
+    let state = osb_broker::http::AppState::new(
+        broker.clone(),
+        state.tenants.clone(),
+        osb_broker::http::DEFAULT_BODY_LIMIT,
+    );
+    Env {
+        router: osb_broker::http::router(state),
+        broker,
+        queue: SqsQueue::new(sqs, url),
+        calls,
+    }
+}
+
+fn event(
+    tenant: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<Value>,
+) -> LambdaRequest {
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{tenant}-user:{tenant}-pass"))
+    );
+    let mut e = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": {"authorization": auth, "x-broker-api-version": "2.17", "content-type": "application/json",
+                    "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {"accountId": "123456789012", "apiId": "abc123", "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123", "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "198.51.100.7", "userAgent": "test"},
+            "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:19:03:58 +0000", "timeEpoch": 1795532638390u64},
+        "isBase64Encoded": false
+    });
+    if !query.is_empty() {
+        let q: serde_json::Map<String, Value> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        e["queryStringParameters"] = Value::Object(q);
+    }
+    if let Some(b) = body {
+        e["body"] = json!(b.to_string());
+    }
+    serde_json::from_value(e).unwrap()
+}
+
+impl Env {
+    async fn api(
+        &self,
+        tenant: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut adapter = Adapter::from(self.router.clone());
+        let resp = adapter
+            .call(LambdaEvent::new(
+                event(tenant, method, path, query, body),
+                Context::default(),
+            ))
+            .await
+            .unwrap();
+        let json = serde_json::to_value(&resp).unwrap();
+        let body = json["body"]
+            .as_str()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .unwrap_or(Value::Null);
+        (json["statusCode"].as_u64().unwrap() as u16, body)
+    }
+
+    /// One poll of the queue as the Lambda event source does it: receive, invoke the worker handler
+    /// with an SQS event, delete the messages it did not report as failed. Returns (handled, failed).
+    async fn worker_round(&self, broker: &Arc<Broker>) -> (usize, usize) {
+        let deliveries = self
+            .queue
+            .receive(10, Duration::from_secs(1), Duration::from_secs(2))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            return (0, 0);
+        }
+        let records: Vec<Value> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                json!({"messageId": format!("m{n}"), "receiptHandle": d.receipt, "body": d.body,
+                       "attributes": {"ApproximateReceiveCount": d.receive_count.to_string()},
+                       "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+        let resp = osb_worker::handle_batch(broker.clone(), event).await;
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for (n, d) in deliveries.iter().enumerate() {
+            if !failed.contains(&format!("m{n}")) {
+                self.queue.ack(&d.receipt).await.unwrap();
+            }
+        }
+        (deliveries.len(), failed.len())
+    }
+
+    /// Runs worker rounds until the `last_operation` at `path` is final (bounded).
+    async fn settle(&self, tenant: &str, path: &str) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let (status, body) = self.api(tenant, "GET", path, "", None).await;
+            if status != 200 || body["state"] != "in progress" {
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "operation not final: {body}");
+            self.worker_round(&self.broker).await;
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.0.swap(0, Ordering::SeqCst)
+    }
+}
+
+fn provision_body(plan: &str, params: Value) -> Value {
+    json!({"service_id": PG, "plan_id": plan, "organization_guid": "org", "space_guid": "space", "parameters": params})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_provision_bind_unbind_deprovision_through_api_events_and_sqs_worker_events() {
+    let e = env().await;
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/aws-1",
+            "accepts_incomplete=true",
+            Some(provision_body(
+                ASYNC_BIND,
+                json!({"simulate": {"delay_seconds": 1}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (s, b) = e
+        .settle("cf1", "/v2/service_instances/aws-1/last_operation")
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+
+    let bind = json!({"service_id": PG, "plan_id": ASYNC_BIND});
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/aws-1/service_bindings/b1",
+            "accepts_incomplete=true",
+            Some(bind),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert!(b.get("credentials").is_none());
+    let (s, b) = e
+        .settle(
+            "cf1",
+            "/v2/service_instances/aws-1/service_bindings/b1/last_operation",
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    let (s, b) = e
+        .api(
+            "cf1",
+            "GET",
+            "/v2/service_instances/aws-1/service_bindings/b1",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        b["credentials"]["password"]
+            .as_str()
+            .is_some_and(|p| p.len() >= 32)
+    );
+
+    let q = format!("service_id={PG}&plan_id={ASYNC_BIND}&accepts_incomplete=true");
+    let (s, _) = e
+        .api(
+            "cf1",
+            "DELETE",
+            "/v2/service_instances/aws-1/service_bindings/b1",
+            &q,
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    let (s, _) = e
+        .settle(
+            "cf1",
+            "/v2/service_instances/aws-1/service_bindings/b1/last_operation",
+        )
+        .await;
+    assert_eq!(s, 410, "binding last_operation after async unbind");
+
+    let (s, b) = e
+        .api("cf1", "DELETE", "/v2/service_instances/aws-1", &q, None)
+        .await;
+    assert_eq!(
+        s, 200,
+        "deprovision of a plan with synchronous deprovisioning: {b}"
+    );
+    let (s, _) = e
+        .api(
+            "cf1",
+            "GET",
+            "/v2/service_instances/aws-1/last_operation",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(s, 410);
+    // Tenant isolation holds on DynamoDB too.
+    let (s, _) = e
+        .api(
+            "ks2",
+            "GET",
+            "/v2/service_instances/aws-1/last_operation",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_message_after_completion_changes_nothing() {
+    let e = env().await;
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/dup",
+            "accepts_incomplete=true",
+            Some(provision_body(
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 1}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let op = b["operation"].as_str().unwrap().to_owned();
+    e.settle("cf1", "/v2/service_instances/dup/last_operation")
+        .await;
+    let key = osb_broker::records::OperationKey {
+        tenant: "cf1".into(),
+        instance_id: osb_broker::ids::InstanceId::parse("dup").unwrap(),
+        operation_id: osb_broker::ids::OperationId::parse(&op).unwrap(),
+    };
+    let before_op = e.broker.store.get_operation(&key).await.unwrap().unwrap();
+    let before_i = e
+        .broker
+        .store
+        .get_instance("cf1", &key.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The same message twice more: both handled and acknowledged, nothing written.
+    let body = serde_json::to_string(&key).unwrap();
+    e.queue.send(body.clone(), Duration::ZERO).await.unwrap();
+    e.queue.send(body, Duration::ZERO).await.unwrap();
+    let mut handled = 0;
+    for _ in 0..5 {
+        let (h, failed) = e.worker_round(&e.broker).await;
+        assert_eq!(failed, 0);
+        handled += h;
+        if handled >= 2 {
+            break;
+        }
+    }
+    assert_eq!(handled, 2);
+    assert_eq!(
+        e.broker.store.get_operation(&key).await.unwrap().unwrap(),
+        before_op
+    );
+    let after_i = e
+        .broker
+        .store
+        .get_instance("cf1", &key.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_i, before_i);
+}
+
+/// A queue whose sends fail: a worker that commits its step and then cannot enqueue the follow-up.
+struct BrokenQueue;
+
+#[async_trait::async_trait]
+impl Queue for BrokenQueue {
+    async fn send(&self, _: String, _: Duration) -> Result<(), QueueError> {
+        Err(QueueError::Unavailable("injected".into()))
+    }
+    async fn receive(
+        &self,
+        _: usize,
+        _: Duration,
+        _: Duration,
+    ) -> Result<Vec<osb_broker::ports::Delivery>, QueueError> {
+        Ok(vec![])
+    }
+    async fn ack(&self, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_failing_between_commit_and_enqueue_is_repaired_by_redelivery() {
+    let e = env().await;
+    let (s, _) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/crash",
+            "accepts_incomplete=true",
+            Some(provision_body(
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 2}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let mut broken = (*e.broker).clone();
+    broken.queue = Arc::new(BrokenQueue);
+    let broken = Arc::new(broken);
+    // The broken worker stores the backend's handle, then fails to re-enqueue: reported as failed.
+    let (handled, failed) = e.worker_round(&broken).await;
+    assert_eq!((handled, failed), (1, 1));
+    // SQS redelivers it after the visibility timeout; a healthy worker completes the operation.
+    let (s, b) = e
+        .settle("cf1", "/v2/service_instances/crash/last_operation")
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_updates_on_one_instance_have_one_winner() {
+    let e = env().await;
+    let (s, _) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/race",
+            "",
+            Some(provision_body(SMALL, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // Four PATCHes in flight at once (the adapter's futures are not Send, so they interleave on one
+    // task; their DynamoDB calls overlap all the same).
+    let patch = |n: u64| {
+        e.api(
+            "cf1",
+            "PATCH",
+            "/v2/service_instances/race",
+            "accepts_incomplete=true",
+            Some(json!({"service_id": PG, "parameters": {"storage_gb": n, "simulate": {"delay_seconds": 5}}})),
+        )
+    };
+    let (a, b, c, d) = tokio::join!(patch(1), patch(2), patch(3), patch(4));
+    let mut accepted = 0;
+    for (s, b) in [a, b, c, d] {
+        match s {
+            202 => accepted += 1,
+            422 => assert_eq!(b["error"], "ConcurrencyError", "{b}"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+}
+
+/// (name, method, path, query, body, expected status)
+type Step<'a> = (&'a str, &'a str, String, &'a str, Option<Value>, u16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_and_sqs_calls_per_request_stay_within_three() {
+    let e = env().await;
+    let mut table = Vec::new();
+    let mut measure = |name: &str, n: usize| {
+        table.push(format!("{name}: {n}"));
+        assert!(n <= 3, "{name} made {n} DynamoDB/SQS calls");
+    };
+    let q = format!("service_id={PG}&plan_id={SMALL}");
+    let bind = json!({"service_id": PG, "plan_id": SMALL});
+    e.calls();
+    let steps: Vec<Step> = vec![
+        ("catalog", "GET", "/v2/catalog".into(), "", None, 200),
+        (
+            "provision (sync)",
+            "PUT",
+            "/v2/service_instances/c1".into(),
+            "",
+            Some(provision_body(SMALL, json!({}))),
+            201,
+        ),
+        (
+            "provision (repeat)",
+            "PUT",
+            "/v2/service_instances/c1".into(),
+            "",
+            Some(provision_body(SMALL, json!({}))),
+            200,
+        ),
+        (
+            "fetch instance",
+            "GET",
+            "/v2/service_instances/c1".into(),
+            "",
+            None,
+            200,
+        ),
+        (
+            "update (sync)",
+            "PATCH",
+            "/v2/service_instances/c1".into(),
+            "",
+            Some(json!({"service_id": PG, "parameters": {"storage_gb": 3}})),
+            200,
+        ),
+        (
+            "bind (sync)",
+            "PUT",
+            "/v2/service_instances/c1/service_bindings/b".into(),
+            "",
+            Some(bind),
+            201,
+        ),
+        (
+            "fetch binding",
+            "GET",
+            "/v2/service_instances/c1/service_bindings/b".into(),
+            "",
+            None,
+            200,
+        ),
+        (
+            "unbind (sync)",
+            "DELETE",
+            "/v2/service_instances/c1/service_bindings/b".into(),
+            &q,
+            None,
+            200,
+        ),
+        (
+            "deprovision (sync)",
+            "DELETE",
+            "/v2/service_instances/c1".into(),
+            &q,
+            None,
+            200,
+        ),
+        (
+            "provision (async)",
+            "PUT",
+            "/v2/service_instances/c2".into(),
+            "accepts_incomplete=true",
+            Some(provision_body(
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 1}}),
+            )),
+            202,
+        ),
+        (
+            "instance last_operation",
+            "GET",
+            "/v2/service_instances/c2/last_operation".into(),
+            "",
+            None,
+            200,
+        ),
+    ];
+    for (name, method, path, query, body, expected) in steps {
+        let (s, b) = e.api("cf1", method, &path, query, body).await;
+        assert_eq!(s, expected, "{name}: {b}");
+        measure(name, e.calls());
+    }
+    // One worker step that completes the operation (after the simulated second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let msg = e
+        .queue
+        .receive(1, Duration::from_secs(2), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(msg.len(), 1);
+    e.calls();
+    osb_broker::broker::worker::process_message(&e.broker, &msg[0].body)
+        .await
+        .unwrap();
+    measure("async completion (one worker step)", e.calls());
+    println!(
+        "DynamoDB + SQS calls per request:\n  {}",
+        table.join("\n  ")
+    );
+}
+
+#[tokio::test]
+async fn the_worker_fixture_event_reports_only_failed_message_ids() {
+    // The fixture names an operation that does not exist (acknowledged: nothing to do) and carries an
+    // undecodable body (dropped, acknowledged): neither is reported as failed.
+    let e = env().await;
+    let text = std::fs::read_to_string(format!(
+        "{}/fixtures/sqs-operation-event.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    assert_eq!(event.records.len(), 2);
+    let resp = osb_worker::handle_batch(e.broker.clone(), event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    // With the store unreachable, every message of the batch is reported failed, by id.
+    let mut broken = (*e.broker).clone();
+    broken.store = Arc::new(aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&moto().sdk_config().await),
+        "no-such-table",
+    ));
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    let resp = osb_worker::handle_batch(Arc::new(broken), event).await;
+    let ids: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(ids, vec!["059f36b4-87a3-44ab-83d2-661975830a7d"]);
+}
