@@ -598,6 +598,92 @@ async fn dynamodb_and_sqs_calls_per_request_stay_within_three() {
         .await
         .unwrap();
     measure("async completion (one worker step)", e.calls());
+    e.queue.ack(&msg[0].receipt).await.unwrap();
+
+    let aq = format!("service_id={PG}&plan_id={ASYNC_BIND}&accepts_incomplete=true");
+    let bind_async = json!({"service_id": PG, "plan_id": ASYNC_BIND});
+    let rotate = json!({"service_id": PG, "plan_id": SMALL, "predecessor_binding_id": "r1"});
+    let more: Vec<Step> = vec![
+        (
+            "deprovision (async)",
+            "DELETE",
+            "/v2/service_instances/c2".into(),
+            "service_id=x&plan_id=y&accepts_incomplete=true",
+            None,
+            202,
+        ),
+        (
+            "provision (sync, async-bindings plan)",
+            "PUT",
+            "/v2/service_instances/c3".into(),
+            "",
+            Some(provision_body(ASYNC_BIND, json!({}))),
+            201,
+        ),
+        (
+            "bind (async)",
+            "PUT",
+            "/v2/service_instances/c3/service_bindings/ab".into(),
+            "accepts_incomplete=true",
+            Some(bind_async),
+            202,
+        ),
+        (
+            "binding last_operation",
+            "GET",
+            "/v2/service_instances/c3/service_bindings/ab/last_operation".into(),
+            "",
+            None,
+            200,
+        ),
+        (
+            "provision (sync, rotatable plan)",
+            "PUT",
+            "/v2/service_instances/c4".into(),
+            "",
+            Some(provision_body(SMALL, json!({}))),
+            201,
+        ),
+        (
+            "bind (sync)",
+            "PUT",
+            "/v2/service_instances/c4/service_bindings/r1".into(),
+            "",
+            Some(json!({"service_id": PG, "plan_id": SMALL})),
+            201,
+        ),
+        (
+            "bind with predecessor_binding_id (rotation)",
+            "PUT",
+            "/v2/service_instances/c4/service_bindings/r2".into(),
+            "",
+            Some(rotate),
+            201,
+        ),
+    ];
+    e.calls();
+    for (name, method, path, query, body, expected) in more {
+        let (s, b) = e.api("cf1", method, &path, query, body).await;
+        assert_eq!(s, expected, "{name}: {b}");
+        measure(name, e.calls());
+    }
+    e.settle(
+        "cf1",
+        "/v2/service_instances/c3/service_bindings/ab/last_operation",
+    )
+    .await;
+    e.calls();
+    let (s, b) = e
+        .api(
+            "cf1",
+            "DELETE",
+            "/v2/service_instances/c3/service_bindings/ab",
+            &aq,
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    measure("unbind (async)", e.calls());
     println!(
         "DynamoDB + SQS calls per request:\n  {}",
         table.join("\n  ")

@@ -6,7 +6,9 @@
 
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
-use crate::ports::{Expected, Record, Store, StoreError, Versioned, Write};
+use crate::ports::{
+    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+};
 use crate::records::{Binding, Instance, Operation, OperationKey, OperationState};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -190,28 +192,61 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_bindings(
+    async fn get_instance_with_bindings(
         &self,
         tenant: &str,
         instance_id: &InstanceId,
-    ) -> Result<Vec<Versioned<Binding>>, StoreError> {
+        which: Bindings<'_>,
+    ) -> Result<InstanceWithBindings, StoreError> {
         let pk = keys::instance_pk(tenant, instance_id);
+        let ids: Option<Vec<String>> = match which {
+            Bindings::All => None,
+            Bindings::Ids(ids) => Some(ids.iter().map(keys::binding_sk).collect()),
+        };
         self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT body, version FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 ORDER BY sk",
-                )
-                .map_err(unavailable)?;
-            // 'B#' ≤ sk < 'B$': every key with the binding prefix.
-            let rows = stmt
-                .query_map(params![pk, keys::SK_BINDING_PREFIX, "B$"], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-                })
-                .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (b, v) = row.map_err(unavailable)?;
-                out.push(decode(&b, v)?);
+            let mut out = InstanceWithBindings::default();
+            let mut push = |sk: &str, body: Vec<u8>, version: i64| -> Result<(), StoreError> {
+                if sk == keys::SK_INSTANCE {
+                    out.instance = Some(decode(&body, version)?);
+                } else {
+                    out.bindings.push(decode(&body, version)?);
+                }
+                Ok(())
+            };
+            match ids {
+                // 'B#…' < 'INSTANCE': the instance and all its bindings are one key range.
+                None => {
+                    let mut stmt = c
+                        .prepare_cached(
+                            "SELECT sk, body, version FROM items WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3 ORDER BY sk",
+                        )
+                        .map_err(unavailable)?;
+                    let rows = stmt
+                        .query_map(params![pk, keys::SK_BINDING_PREFIX, keys::SK_INSTANCE], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+                        })
+                        .map_err(unavailable)?;
+                    for row in rows {
+                        let (sk, body, version) = row.map_err(unavailable)?;
+                        push(&sk, body, version)?;
+                    }
+                }
+                Some(sks) => {
+                    let mut stmt = c
+                        .prepare_cached("SELECT body, version FROM items WHERE pk = ?1 AND sk = ?2")
+                        .map_err(unavailable)?;
+                    for sk in std::iter::once(keys::SK_INSTANCE.to_owned()).chain(sks) {
+                        let row = stmt
+                            .query_row(params![pk, sk], |r| {
+                                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                            })
+                            .optional()
+                            .map_err(unavailable)?;
+                        if let Some((body, version)) = row {
+                            push(&sk, body, version)?;
+                        }
+                    }
+                }
             }
             Ok(out)
         })

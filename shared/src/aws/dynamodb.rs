@@ -7,7 +7,9 @@
 
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
-use crate::ports::{Expected, Record, Store, StoreError, Versioned, Write};
+use crate::ports::{
+    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+};
 use crate::records::{
     Binding, BindingState, Instance, InstanceState, Operation, OperationKey, OperationState,
 };
@@ -17,7 +19,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -254,38 +257,92 @@ impl Store for DynamoStore {
             .await
     }
 
-    async fn list_bindings(
+    async fn get_instance_with_bindings(
         &self,
         tenant: &str,
         instance_id: &InstanceId,
-    ) -> Result<Vec<Versioned<Binding>>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(keys::instance_pk(tenant, instance_id)),
-                )
-                .expression_attribute_values(
-                    ":prefix",
-                    AttributeValue::S(keys::SK_BINDING_PREFIX.into()),
-                )
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", sdk_code(&e)))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
+        which: Bindings<'_>,
+    ) -> Result<InstanceWithBindings, StoreError> {
+        let pk = keys::instance_pk(tenant, instance_id);
+        let mut items = Vec::new();
+        match which {
+            // 'B#…' < 'INSTANCE': the instance and all its bindings are one key range, one Query.
+            Bindings::All => {
+                let mut start = None;
+                loop {
+                    let page = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
+                        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                        .expression_attribute_values(
+                            ":first",
+                            AttributeValue::S(keys::SK_BINDING_PREFIX.into()),
+                        )
+                        .expression_attribute_values(
+                            ":last",
+                            AttributeValue::S(keys::SK_INSTANCE.into()),
+                        )
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(|e| unavailable("Query", sdk_code(&e)))?;
+                    items.extend(page.items.unwrap_or_default());
+                    match page.last_evaluated_key {
+                        Some(k) if !k.is_empty() => start = Some(k),
+                        _ => break,
+                    }
+                }
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+            // The instance and the named bindings: one BatchGetItem (plus retries of unprocessed keys).
+            Bindings::Ids(ids) => {
+                let key = |sk: String| {
+                    HashMap::from([
+                        ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                        ("sk".to_owned(), AttributeValue::S(sk)),
+                    ])
+                };
+                let keys_and_attributes = KeysAndAttributes::builder()
+                    .set_keys(Some(
+                        std::iter::once(key(keys::SK_INSTANCE.into()))
+                            .chain(ids.iter().map(|id| key(keys::binding_sk(id))))
+                            .collect(),
+                    ))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(format!("cannot build the read: {e}")))?;
+                let mut request = Some(HashMap::from([(self.table.clone(), keys_and_attributes)]));
+                for _ in 0..5 {
+                    let Some(req) = request.take().filter(|r| !r.is_empty()) else {
+                        break;
+                    };
+                    let out = self
+                        .client
+                        .batch_get_item()
+                        .set_request_items(Some(req))
+                        .send()
+                        .await
+                        .map_err(|e| unavailable("BatchGetItem", sdk_code(&e)))?;
+                    if let Some(mut responses) = out.responses {
+                        items.extend(responses.remove(&self.table).unwrap_or_default());
+                    }
+                    request = out.unprocessed_keys;
+                }
+                if request.is_some_and(|r| !r.is_empty()) {
+                    return Err(unavailable("BatchGetItem", "unprocessed keys".into()));
+                }
+            }
+        }
+        let mut out = InstanceWithBindings::default();
+        for item in items {
+            let is_instance =
+                matches!(item.get("sk"), Some(AttributeValue::S(sk)) if sk == keys::SK_INSTANCE);
+            if is_instance {
+                out.instance = Some(from_item(item)?);
+            } else {
+                out.bindings.push(from_item(item)?);
             }
         }
         Ok(out)

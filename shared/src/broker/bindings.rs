@@ -7,7 +7,7 @@ use crate::ids::{BindingId, InstanceId};
 use crate::model::requests::{BindRequest, DeleteQuery};
 use crate::model::responses::{BindingResource, BindingResult};
 use crate::ports::backend::Done;
-use crate::ports::{BackendOutcome, Record, StoreError, Versioned, Write};
+use crate::ports::{BackendOutcome, Bindings, Record, StoreError, Versioned, Write};
 use crate::records::{
     Binding, BindingState, Instance, InstanceState, Operation, OperationKind, OperationState,
     RequestMeta,
@@ -23,11 +23,24 @@ fn binding_gone() -> BrokerError {
     BrokerError::Gone("the service binding does not exist".into())
 }
 
-impl Broker {
-    /// The instance a binding request addresses, when it can take bindings.
-    async fn bindable_instance(&self, tenant: &Tenant, id: &InstanceId) -> Result<Instance> {
-        let Some(Versioned { item: inst, .. }) = self.store.get_instance(&tenant.name, id).await?
-        else {
+/// The instance and the requested bindings of its current generation, read together.
+pub(super) struct BindingView {
+    instance: Option<Instance>,
+    bindings: Vec<Versioned<Binding>>,
+}
+
+impl BindingView {
+    /// The binding of the instance's current generation (bindings of an earlier life of the id are gone).
+    pub(super) fn binding(&self, id: &BindingId) -> Option<&Versioned<Binding>> {
+        let generation = self.instance.as_ref()?.generation;
+        self.bindings
+            .iter()
+            .find(|b| &b.item.id == id && b.item.instance_generation == generation)
+    }
+
+    /// The instance, when it can take a new binding.
+    fn bindable_instance(&self) -> Result<&Instance> {
+        let Some(inst) = &self.instance else {
             return Err(BrokerError::NotFound(
                 "the service instance does not exist".into(),
             ));
@@ -45,19 +58,24 @@ impl Broker {
             )),
         }
     }
+}
 
-    /// The binding of the instance's current generation, if any.
-    async fn current_binding(
+impl Broker {
+    /// One store read for the instance and the named bindings.
+    pub(super) async fn binding_view(
         &self,
         tenant: &str,
-        instance: &Instance,
-        id: &BindingId,
-    ) -> Result<Option<Versioned<Binding>>> {
-        Ok(self
+        instance_id: &InstanceId,
+        ids: &[BindingId],
+    ) -> Result<BindingView> {
+        let read = self
             .store
-            .get_binding(tenant, &instance.id, id)
-            .await?
-            .filter(|b| b.item.instance_generation == instance.generation))
+            .get_instance_with_bindings(tenant, instance_id, Bindings::Ids(ids))
+            .await?;
+        Ok(BindingView {
+            instance: read.instance.map(|v| v.item),
+            bindings: read.bindings,
+        })
     }
 
     pub async fn bind(
@@ -98,7 +116,12 @@ impl Broker {
 
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
-            let instance = self.bindable_instance(tenant, instance_id).await?;
+            let mut wanted = vec![id.clone()];
+            wanted.extend(predecessor.iter().cloned());
+            let view = self
+                .binding_view(&tenant.name, instance_id, &wanted)
+                .await?;
+            let instance = view.bindable_instance()?;
             if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
                 return Err(BrokerError::BadRequest(format!(
                     "service_id and plan_id must be those of the instance (plan '{}')",
@@ -106,7 +129,7 @@ impl Broker {
                 )));
             }
             if let Some(p) = &predecessor {
-                match self.current_binding(&tenant.name, &instance, p).await? {
+                match view.binding(p) {
                     Some(b) if b.item.state == BindingState::Ready => {}
                     _ => {
                         return Err(BrokerError::BadRequest(format!(
@@ -115,14 +138,9 @@ impl Broker {
                     }
                 }
             }
-            let existing = self
-                .store
-                .get_binding(&tenant.name, instance_id, id)
-                .await?;
-            if let Some(Versioned { item: cur, .. }) = existing
-                .as_ref()
-                .filter(|b| b.item.instance_generation == instance.generation)
-            {
+            // Any record under this id, of whatever generation: a new binding replaces it.
+            let existing = view.bindings.iter().find(|b| &b.item.id == id);
+            if let Some(Versioned { item: cur, .. }) = view.binding(id) {
                 let same = cur.service_id == plan.service.id
                     && cur.plan_id == plan.plan.id
                     && cur.app_guid.as_deref() == req.app_guid()
@@ -251,17 +269,17 @@ impl Broker {
         required(query.plan_id.as_deref(), "plan_id")?;
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
-            let Some(Versioned { item: instance, .. }) =
-                self.store.get_instance(&tenant.name, instance_id).await?
-            else {
-                return Err(binding_gone());
-            };
-            if instance.state == InstanceState::Gone {
+            let view = self
+                .binding_view(&tenant.name, instance_id, std::slice::from_ref(id))
+                .await?;
+            if view
+                .instance
+                .as_ref()
+                .is_none_or(|i| i.state == InstanceState::Gone)
+            {
                 return Err(binding_gone());
             }
-            let Some(Versioned { item: cur, version }) =
-                self.current_binding(&tenant.name, &instance, id).await?
-            else {
+            let Some(Versioned { item: cur, version }) = view.binding(id).cloned() else {
                 return Err(binding_gone());
             };
             let mut writes = Vec::new();
@@ -360,20 +378,17 @@ impl Broker {
         instance_id: &InstanceId,
         id: &BindingId,
     ) -> Result<BindingResource> {
-        let Some(Versioned { item: instance, .. }) =
-            self.store.get_instance(&tenant.name, instance_id).await?
-        else {
-            return Err(binding_not_found());
-        };
-        if matches!(
-            instance.state,
-            InstanceState::Gone | InstanceState::CreateFailed
-        ) {
+        let view = self
+            .binding_view(&tenant.name, instance_id, std::slice::from_ref(id))
+            .await?;
+        if view
+            .instance
+            .as_ref()
+            .is_none_or(|i| matches!(i.state, InstanceState::Gone | InstanceState::CreateFailed))
+        {
             return Err(binding_not_found());
         }
-        let Some(Versioned { item: b, .. }) =
-            self.current_binding(&tenant.name, &instance, id).await?
-        else {
+        let Some(Versioned { item: b, .. }) = view.binding(id).cloned() else {
             return Err(binding_not_found());
         };
         // A binding being deleted is still there only if it was ever created (has its result).

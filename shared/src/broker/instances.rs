@@ -8,7 +8,7 @@ use crate::model::Object;
 use crate::model::requests::{DeleteQuery, ProvisionRequest, UpdateRequest};
 use crate::model::responses::{InstanceResource, ProvisionResponse};
 use crate::ports::backend::{Done, InstanceResult};
-use crate::ports::{BackendOutcome, Record, StoreError, Versioned, Write};
+use crate::ports::{BackendOutcome, Bindings, Record, StoreError, Versioned, Write};
 use crate::records::{
     BindingState, Instance, InstanceChange, InstanceState, Operation, OperationKind,
     OperationState, RequestMeta,
@@ -364,9 +364,12 @@ impl Broker {
         required(query.plan_id.as_deref(), "plan_id")?;
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
-            let Some(Versioned { item: cur, version }) =
-                self.store.get_instance(&tenant.name, id).await?
-            else {
+            // The instance and all its bindings in one read (the bindings guard below needs them).
+            let read = self
+                .store
+                .get_instance_with_bindings(&tenant.name, id, Bindings::All)
+                .await?;
+            let Some(Versioned { item: cur, version }) = read.instance else {
                 return Err(gone());
             };
             let mut writes = Vec::new();
@@ -399,8 +402,7 @@ impl Broker {
                 }
                 InstanceState::Ready | InstanceState::CreateFailed => {}
             }
-            let bindings = self.store.list_bindings(&tenant.name, id).await?;
-            if let Some(b) = bindings.iter().find(|b| {
+            if let Some(b) = read.bindings.iter().find(|b| {
                 b.item.instance_generation == cur.generation
                     && matches!(
                         b.item.state,

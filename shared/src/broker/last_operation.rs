@@ -109,18 +109,11 @@ impl Broker {
     ) -> Result<LastOperation> {
         let requested = parse_operation(operation)?;
         let not_found = || BrokerError::NotFound("the service binding does not exist".into());
-        let Some(Versioned { item: instance, .. }) =
-            self.store.get_instance(&tenant.name, instance_id).await?
-        else {
-            return Err(not_found());
-        };
         // A binding of an earlier life of the instance id (deleted, provisioned again) is gone for good.
-        let Some(Versioned { item: binding, .. }) = self
-            .store
-            .get_binding(&tenant.name, instance_id, binding_id)
-            .await?
-            .filter(|b| b.item.instance_generation == instance.generation)
-        else {
+        let view = self
+            .binding_view(&tenant.name, instance_id, std::slice::from_ref(binding_id))
+            .await?;
+        let Some(Versioned { item: binding, .. }) = view.binding(binding_id).cloned() else {
             return Err(not_found());
         };
         let Some(op_id) = requested.or(binding.last_operation) else {

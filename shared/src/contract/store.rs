@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::ids::{BindingId, InstanceId, OperationId};
-use crate::ports::{Record, Store, StoreError, Write};
+use crate::ports::{Bindings, InstanceWithBindings, Record, Store, StoreError, Write};
 use crate::records::*;
 use std::sync::Arc;
 
@@ -170,25 +170,46 @@ pub async fn bindings_are_listed_per_instance_only(store: Arc<dyn Store>) {
         ])
         .await
         .unwrap();
-    let mut ids: Vec<String> = store
-        .list_bindings("t1", &iid("i1"))
+    let ids = |r: &InstanceWithBindings| {
+        let mut ids: Vec<String> = r.bindings.iter().map(|b| b.item.id.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let all = store
+        .get_instance_with_bindings("t1", &iid("i1"), Bindings::All)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|b| {
-            assert_eq!(b.version, 1);
-            b.item.id.to_string()
-        })
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["b1", "b2"]);
-    assert!(
-        store
-            .list_bindings("t1", &iid("i2"))
-            .await
-            .unwrap()
-            .is_empty()
+        .unwrap();
+    assert_eq!(all.instance.as_ref().map(|i| i.version), Some(1));
+    assert_eq!(ids(&all), vec!["b1", "b2"]);
+    assert!(all.bindings.iter().all(|b| b.version == 1));
+
+    let wanted = [
+        BindingId::parse("b2").unwrap(),
+        BindingId::parse("missing").unwrap(),
+    ];
+    let some = store
+        .get_instance_with_bindings("t1", &iid("i1"), Bindings::Ids(&wanted))
+        .await
+        .unwrap();
+    assert_eq!(
+        some.instance.as_ref().map(|i| &i.item),
+        Some(&instance("t1", "i1"))
     );
+    assert_eq!(ids(&some), vec!["b2"]);
+    assert!(some.binding(&wanted[0]).is_some() && some.binding(&wanted[1]).is_none());
+
+    // Bindings without an instance record are still read; an absent instance is None.
+    let orphans = store
+        .get_instance_with_bindings("t1", &iid("i10"), Bindings::All)
+        .await
+        .unwrap();
+    assert_eq!(ids(&orphans), vec!["b3"]);
+    assert_eq!(orphans.instance, None);
+    let none = store
+        .get_instance_with_bindings("t1", &iid("i2"), Bindings::Ids(&wanted))
+        .await
+        .unwrap();
+    assert_eq!(none, InstanceWithBindings::default());
 }
 
 pub async fn tenants_do_not_share_ids(store: Arc<dyn Store>) {

@@ -8,4 +8,6 @@ pub mod store;
 pub use backend::{Backend, BackendJob, BackendOutcome};
 pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
 pub use queue::{Delivery, Queue, QueueError};
-pub use store::{Expected, Record, Store, StoreError, Versioned, Write};
+pub use store::{
+    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+};

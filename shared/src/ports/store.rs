@@ -12,6 +12,27 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
+/// Which bindings `get_instance_with_bindings` reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Bindings<'a> {
+    All,
+    Ids(&'a [BindingId]),
+}
+
+/// An instance (if any) and the bindings read with it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InstanceWithBindings {
+    pub instance: Option<Versioned<Instance>>,
+    pub bindings: Vec<Versioned<Binding>>,
+}
+
+impl InstanceWithBindings {
+    /// The binding with this id, if it was read and exists.
+    pub fn binding(&self, id: &BindingId) -> Option<&Versioned<Binding>> {
+        self.bindings.iter().find(|b| &b.item.id == id)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Instance(Instance),
@@ -84,12 +105,14 @@ pub trait Store: Send + Sync {
         id: &BindingId,
     ) -> Result<Option<Versioned<Binding>>, StoreError>;
 
-    /// Every binding record of the instance (any generation, any state).
-    async fn list_bindings(
+    /// The instance and some or all of its binding records (any generation, any state), in one read:
+    /// bindings that do not exist are left out.
+    async fn get_instance_with_bindings(
         &self,
         tenant: &str,
         instance_id: &InstanceId,
-    ) -> Result<Vec<Versioned<Binding>>, StoreError>;
+        which: Bindings<'_>,
+    ) -> Result<InstanceWithBindings, StoreError>;
 
     async fn get_operation(
         &self,
