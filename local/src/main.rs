@@ -54,6 +54,18 @@ async fn main() -> anyhow::Result<()> {
         cfg.workers,
         Duration::from_secs(60),
     ));
+    let sweeper = embedded.broker.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            match sweeper.sweep_stalled().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(redriven = n, "re-drove stalled operations"),
+                Err(e) => tracing::error!(error = %e, "sweep of stalled operations failed"),
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -493,3 +493,67 @@ async fn simulate_parameters_are_validated_and_never_checked_against_the_plan_sc
         .await;
     assert_eq!(r.status, StatusCode::GONE);
 }
+
+#[tokio::test]
+async fn a_stalled_operation_is_re_driven_by_polling_and_by_the_sweep() {
+    let h = Harness::new();
+    let q = h.broker.queue.clone();
+    let lose_messages = || async {
+        let d = q
+            .receive(10, Duration::from_millis(300), Duration::from_secs(300))
+            .await
+            .unwrap();
+        for m in &d {
+            q.ack(&m.receipt).await.unwrap();
+        }
+        d.len()
+    };
+    // Two async provisions whose messages are lost (e.g. the API died between its commit and its send).
+    for id in ["st1", "st2"] {
+        let r = h
+            .provision(
+                "cf1",
+                id,
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 1}}),
+                true,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(lose_messages().await, 2);
+    // Not stalled yet: polling re-drives nothing.
+    assert_eq!(h.last_op("cf1", "st1").await.body["state"], "in progress");
+    assert_eq!(lose_messages().await, 0);
+    h.clock.advance(Duration::from_secs(600));
+    // A platform polling a stalled operation re-drives it, once.
+    assert_eq!(h.last_op("cf1", "st1").await.body["state"], "in progress");
+    assert_eq!(h.last_op("cf1", "st1").await.body["state"], "in progress");
+    let d = q
+        .receive(10, Duration::from_millis(300), Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1, "polling re-drove it once");
+    let key: osb_broker::records::OperationKey = serde_json::from_str(&d[0].body).unwrap();
+    assert_eq!(key.instance_id.as_str(), "st1");
+    osb_broker::broker::worker::handle_delivery(&h.broker, q.as_ref(), &d[0].body, &d[0].receipt)
+        .await
+        .unwrap();
+    assert_eq!(h.last_op("cf1", "st1").await.body["state"], "succeeded");
+    // The sweep re-drives the other one (nobody polls it: a webhook user, say).
+    assert_eq!(h.broker.sweep_stalled().await.unwrap(), 1);
+    assert_eq!(
+        h.broker.sweep_stalled().await.unwrap(),
+        0,
+        "touched: not stalled any more"
+    );
+    let d = q
+        .receive(10, Duration::from_millis(300), Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    osb_broker::broker::worker::handle_delivery(&h.broker, q.as_ref(), &d[0].body, &d[0].receipt)
+        .await
+        .unwrap();
+    assert_eq!(h.last_op("cf1", "st2").await.body["state"], "succeeded");
+}

@@ -1,7 +1,7 @@
-//! The worker Lambda (SQS event source on the operations queue): completes asynchronous operations.
+//! The worker Lambda (SQS event source on the operations queue, and a schedule for the sweep of
+//! stalled operations): completes asynchronous operations.
 //! Wiring only: typed configuration from the environment, adapters built once per cold start.
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use osb_broker::aws::{self, AwsConfig};
 
@@ -17,9 +17,13 @@ async fn main() -> Result<(), Error> {
     let cfg = AwsConfig::from_env(false)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let broker = aws::broker(&cfg, &sdk)?;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let broker = broker.clone();
-        async move { Ok::<_, Error>(osb_worker::handle_batch(broker, event.payload).await) }
+        async move {
+            osb_worker::handle_event(broker, event.payload)
+                .await
+                .map_err(Error::from)
+        }
     }))
     .await
 }

@@ -719,3 +719,58 @@ async fn the_worker_fixture_event_reports_only_failed_message_ids() {
         .collect();
     assert_eq!(ids, vec!["059f36b4-87a3-44ab-83d2-661975830a7d"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
+    let e = env().await;
+    let (s, _) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/lost",
+            "accepts_incomplete=true",
+            Some(provision_body(
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 1}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 202);
+    // The message is lost (say the API died after its commit, before its send).
+    for d in e
+        .queue
+        .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        e.queue.ack(&d.receipt).await.unwrap();
+    }
+    let sweep: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/fixtures/scheduled-sweep-event.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // Now: nothing is stalled yet.
+    let out = osb_worker::handle_event(e.broker.clone(), sweep.clone())
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"redriven": 0}));
+    // Ten minutes later (a broker whose clock is ahead): the sweep re-drives it, and the worker finishes it.
+    let mut later = (*e.broker).clone();
+    let clock = osb_broker::ports::ManualClock::new(
+        osb_broker::ports::Clock::now_ms(&osb_broker::ports::SystemClock) + 600_000,
+    );
+    later.clock = Arc::new(clock);
+    let later = Arc::new(later);
+    let out = osb_worker::handle_event(later.clone(), sweep)
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"redriven": 1}));
+    let (s, b) = e
+        .settle("cf1", "/v2/service_instances/lost/last_operation")
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+}

@@ -48,6 +48,7 @@ fn parse_operation(operation: Option<&str>) -> Result<Option<OperationId>> {
 }
 
 impl Broker {
+    /// Loads the polled operation; a platform polling a stalled operation re-drives it.
     async fn load_operation(
         &self,
         tenant: &Tenant,
@@ -60,7 +61,12 @@ impl Broker {
             operation_id: operation_id.clone(),
         };
         match self.store.get_operation(&key).await? {
-            Some(Versioned { item, .. }) => Ok(item),
+            Some(op) => {
+                if let Err(e) = self.redrive_if_stalled(&op).await {
+                    tracing::error!(error = %e, operation = %operation_id, "re-driving a stalled operation failed");
+                }
+                Ok(op.item)
+            }
             None => Err(BrokerError::BadRequest(format!(
                 "operation '{operation_id}' is not an operation of this resource"
             ))),

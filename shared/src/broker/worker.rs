@@ -16,6 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+/// How often a worker step still in progress refreshes the operation's `updated_at`.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Slack allowed before an operation in progress counts as stalled (no message carries it any more).
+pub const STALL_GRACE: Duration = Duration::from_secs(120);
+
 /// What to do with the message after processing it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerStep {
@@ -59,9 +65,10 @@ impl Broker {
                     handle,
                     retry_after_secs,
                 } => {
-                    // Only a new handle is written; the `Retry-After` estimate stays the first one,
-                    // so a poll that changes nothing costs no write.
-                    if op.backend_handle.as_deref() != Some(handle.as_str()) {
+                    // A new handle is written at once; otherwise the operation is touched at most every
+                    // HEARTBEAT, so that `updated_at` tells a live chain of messages from a lost one.
+                    let heartbeat_due = now - op.updated_at >= HEARTBEAT.as_millis() as i64;
+                    if op.backend_handle.as_deref() != Some(handle.as_str()) || heartbeat_due {
                         let mut op = op;
                         op.backend_handle = Some(handle);
                         op.retry_after_secs = retry_after_secs.max(1);
@@ -181,6 +188,53 @@ impl Broker {
             "operation finished"
         );
         Ok(WorkerStep::Finished)
+    }
+
+    /// Whether no message has carried this operation in progress for longer than a live chain of
+    /// messages would allow: its next step was due `retry_after` after the last touch (at most the
+    /// queue's maximum delay), and the worker touches it at least every `HEARTBEAT`.
+    pub fn is_stalled(&self, op: &Operation) -> bool {
+        let expected = Duration::from_secs(op.retry_after_secs)
+            .min(MAX_DELAY)
+            .max(HEARTBEAT);
+        !op.is_final()
+            && self.clock.now_ms() - op.updated_at > (expected + STALL_GRACE).as_millis() as i64
+    }
+
+    /// Sends a stalled operation's message again (its message was lost: the API died between its
+    /// commit and its send, or the message went to the dead-letter queue). The touch is committed
+    /// first, so concurrent callers re-drive it once. Returns whether it re-drove.
+    pub async fn redrive_if_stalled(&self, op: &Versioned<Operation>) -> Result<bool> {
+        if !self.is_stalled(&op.item) {
+            return Ok(false);
+        }
+        let mut touched = op.item.clone();
+        touched.updated_at = self.clock.now_ms();
+        match self
+            .store
+            .commit(vec![Write::replace(Record::Operation(touched), op.version)])
+            .await
+        {
+            Err(StoreError::Conflict) => return Ok(false),
+            r => r?,
+        }
+        tracing::warn!(operation = %op.item.id, tenant = %op.item.tenant, "stalled operation re-driven");
+        self.enqueue(&op.item.key(), Duration::ZERO).await?;
+        Ok(true)
+    }
+
+    /// Re-drives every stalled operation (the scheduled sweep; the local broker runs it periodically).
+    /// Returns how many were re-driven.
+    pub async fn sweep_stalled(&self) -> Result<usize> {
+        let mut redriven = 0;
+        for key in self.store.unfinished_operations().await? {
+            if let Some(op) = self.store.get_operation(&key).await?
+                && self.redrive_if_stalled(&op).await?
+            {
+                redriven += 1;
+            }
+        }
+        Ok(redriven)
     }
 
     /// Re-enqueues every operation still in progress (after a restart of the local broker).
