@@ -1,0 +1,174 @@
+"""Checks template.yaml for what cfn-lint and `sam validate --lint` do not see (run by scripts/aws/check.sh
+with .venv-aws's Python): the contract with the Rust functions and the Makefile, and our own rules (no query
+string in access logs, a DLQ behind every queue, no "*" resources, visibility timeout vs. worker timeout)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+problems: list[str] = []
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        problems.append(message)
+
+
+def ref_name(value) -> str | None:
+    """The logical id behind {"Ref": X} or {"Fn::GetAtt": [X, ...]}."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            att = value["Fn::GetAtt"]
+            return att[0] if isinstance(att, list) else str(att).split(".")[0]
+    return None
+
+
+template = cfn_yaml.load(str(ROOT / "template.yaml"))
+resources = template["Resources"]
+glob = template.get("Globals", {}).get("Function", {})
+by_type = lambda t: {k: v for k, v in resources.items() if v["Type"] == t}  # noqa: E731
+functions = by_type("AWS::Serverless::Function")
+
+
+def prop(fn: dict, name: str):
+    return fn.get("Properties", {}).get(name, glob.get(name))
+
+
+# Functions: runtime, architecture, makefile build with a target per function.
+makefile = (ROOT / "Makefile").read_text()
+for name, fn in functions.items():
+    check(prop(fn, "Runtime") == "provided.al2023", f"{name}: Runtime must be provided.al2023")
+    check(prop(fn, "Architectures") == ["arm64"], f"{name}: Architectures must be [arm64]")
+    check(fn.get("Metadata", {}).get("BuildMethod") == "makefile", f"{name}: Metadata.BuildMethod must be makefile")
+    check(re.search(rf"^build-{name}:", makefile, re.M) is not None, f"Makefile has no build-{name} target")
+    check("Role" in fn.get("Properties", {}), f"{name}: needs its own least-privilege Role")
+
+# Environment: every variable the Rust config names is set (OSB_TENANTS_SECRET_ID at least on the API).
+config_rs = ROOT / "shared/src/aws/config.rs"
+env_names = set(re.findall(r'pub const \w+: &str = "(OSB_[A-Z_]+)";', config_rs.read_text()))
+check(bool(env_names), f"no OSB_* variable names found in {config_rs.relative_to(ROOT)}")
+global_env = glob.get("Environment", {}).get("Variables", {})
+api_env = {**global_env, **functions["ApiFunction"]["Properties"].get("Environment", {}).get("Variables", {})}
+for var in sorted(env_names - set(api_env)):
+    problems.append(f"ApiFunction: environment variable {var} (shared/src/aws/config.rs) is not set")
+check(api_env.get("OSB_CATALOG_FILE") == "/var/task/catalog.json", "OSB_CATALOG_FILE must be /var/task/catalog.json")
+
+# Worker: partial batch responses, and the queue's visibility timeout >= 6 x timeout + batching window.
+worker = functions["WorkerFunction"]
+sqs_events = [e for e in worker["Properties"].get("Events", {}).values() if e["Type"] == "SQS"]
+check(len(sqs_events) == 1, "WorkerFunction needs exactly one SQS event")
+for event in sqs_events:
+    p = event["Properties"]
+    check(p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"],
+          "WorkerFunction SQS event: FunctionResponseTypes must be [ReportBatchItemFailures]")
+    queue = resources[ref_name(p["Queue"])]
+    need = 6 * int(prop(worker, "Timeout")) + int(p.get("MaximumBatchingWindowInSeconds", 0))
+    have = int(queue["Properties"].get("VisibilityTimeout", 30))
+    check(have >= need, f"{ref_name(p['Queue'])}: VisibilityTimeout {have} < 6 x worker Timeout + window = {need}")
+
+# Queues: every queue that is not itself a dead-letter queue has one.
+queues = by_type("AWS::SQS::Queue")
+dlqs = {ref_name(q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+        for q in queues.values() if "RedrivePolicy" in q.get("Properties", {})}
+for name in queues.keys() - dlqs:
+    check("RedrivePolicy" in queues[name].get("Properties", {}), f"{name}: no dead-letter queue (RedrivePolicy)")
+alarmed = {ref_name(d["Value"]) for a in by_type("AWS::CloudWatch::Alarm").values()
+           for d in a["Properties"].get("Dimensions", [])}
+for name in dlqs:
+    check(name in alarmed, f"{name}: dead-letter queue without an alarm")
+
+# Table: keys and the sparse index the store code expects.
+table = resources["Table"]["Properties"]
+check([k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"], "Table: keys must be pk (HASH), sk (RANGE)")
+indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+check("unfinished" in indexes and [k["AttributeName"] for k in indexes["unfinished"]["KeySchema"]]
+      == ["unfinished_shard", "sk"], "Table: GSI unfinished (unfinished_shard, sk) missing")
+check(table.get("TimeToLiveSpecification", {}).get("AttributeName") == "ttl", "Table: TTL attribute must be ttl")
+
+# Access logs: never the query string (a `secret` query parameter may travel there) nor headers.
+for name, api in by_type("AWS::Serverless::HttpApi").items():
+    fmt = api["Properties"].get("AccessLogSettings", {}).get("Format", "")
+    check(bool(fmt), f"{name}: access logging is off")
+    for bad in ("querystring", "requestTemplate", "$input", "$context.request.", "header"):
+        check(bad.lower() not in fmt.lower(), f"{name}: access log format contains {bad}")
+
+# IAM: no wildcard resources or actions in our roles.
+for name, role in by_type("AWS::IAM::Role").items():
+    for policy in role["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            check(st.get("Resource") != "*", f"{name}/{st.get('Sid')}: Resource '*'")
+            check(not any("*" in a for a in actions), f"{name}/{st.get('Sid')}: wildcard action")
+
+# IAM vs. the adapters: every AWS call in shared/src/aws/ is granted on the resource it targets (a missing
+# grant would only show as AccessDenied in production). Table/queue set-up calls are for tests only.
+SETUP_ONLY = {"create_table", "update_time_to_live", "describe_table", "delete_table", "create_queue", "purge_queue"}
+TRANSACT_PARTS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+
+
+def sdk_calls(file: str) -> set[str]:
+    src = (ROOT / "shared/src/aws" / file).read_text()
+    calls = {c for c in re.findall(r"\.\s*([a-z_]+)\(\)\s*\n?\s*\.", src) if c not in SETUP_ONLY}
+    return {"".join(w.capitalize() for w in c.split("_")) for c in calls} | {
+        TRANSACT_PARTS[p] for p in re.findall(r"\b(Put|Update|Delete|ConditionCheck)::builder\(\)", src)}
+
+
+KNOWN = {
+    "dynamodb": {"GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "TransactWriteItems",
+                 "TransactGetItems", "BatchWriteItem", "ConditionCheckItem", "Scan"},
+    "sqs": {"SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+            "ChangeMessageVisibility", "GetQueueAttributes"},
+    "secretsmanager": {"GetSecretValue"},
+}
+used = {
+    "dynamodb": sdk_calls("dynamodb.rs") & KNOWN["dynamodb"],
+    "sqs": sdk_calls("sqs.rs") & KNOWN["sqs"],
+    "secretsmanager": sdk_calls("tenants.rs") & KNOWN["secretsmanager"],
+}
+check("Scan" not in used["dynamodb"], "shared/src/aws/dynamodb.rs calls Scan")
+
+
+def granted(role: str, resource: str) -> set[str]:
+    actions: set[str] = set()
+    for policy in resources[role]["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            if st.get("Effect") == "Allow" and ref_name(st.get("Resource")) == resource:
+                actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    return actions
+
+
+needs = {
+    "ApiFunctionRole": [("Table", "dynamodb", used["dynamodb"]), ("OperationsQueue", "sqs", {"SendMessage"}),
+                        ("TenantsSecret", "secretsmanager", used["secretsmanager"])],
+    "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"]),
+                           ("OperationsQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
+                                                                     "GetQueueAttributes"})],
+}
+for role, wants in needs.items():
+    for resource, service, actions in wants:
+        missing = {f"{service}:{a}" for a in actions} - granted(role, resource)
+        check(not missing, f"{role}: {sorted(missing)} on {resource} not granted (called in shared/src/aws/)")
+check(bool(used["dynamodb"]) and "SendMessage" in used["sqs"], "found no SDK calls in shared/src/aws/ (parser drift?)")
+
+# Indexes the store queries: defined on the table and queryable by the worker (it sweeps unfinished operations).
+dynamodb_rs = (ROOT / "shared/src/aws/dynamodb.rs").read_text()
+worker_resources = json.dumps([st.get("Resource") for p in resources["WorkerFunctionRole"]["Properties"]["Policies"]
+                               for st in p["PolicyDocument"]["Statement"] if "dynamodb:Query" in st["Action"]])
+for index in re.findall(r'pub const \w*INDEX\w*: &str = "([^"]+)";', dynamodb_rs):
+    check(index in indexes, f"Table: no GSI {index} (shared/src/aws/dynamodb.rs)")
+    check(f"/index/{index}" in worker_resources, f"WorkerFunctionRole: no dynamodb:Query on index {index}")
+
+# The secret is generated, never plain text.
+secret = resources["TenantsSecret"]["Properties"]
+check("SecretString" not in secret and "GenerateSecretString" in secret, "TenantsSecret must use GenerateSecretString")
+
+if problems:
+    print("template.yaml check FAILED:", *problems, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"template.yaml: {len(functions)} functions, {len(queues)} queues, env {sorted(env_names)}: OK")
