@@ -72,6 +72,11 @@ for event in sqs_events:
     have = int(queue["Properties"].get("VisibilityTimeout", 30))
     check(have >= need, f"{ref_name(p['Queue'])}: VisibilityTimeout {have} < 6 x worker Timeout + window = {need}")
 
+# The scheduled sweep: when the worker handles it, a schedule invokes the worker.
+if "sweep_stalled" in (ROOT / "functions/worker/src/lib.rs").read_text():
+    check(any(e["Type"] in ("Schedule", "ScheduleV2") for e in worker["Properties"].get("Events", {}).values()),
+          "WorkerFunction handles the sweep (sweep_stalled) but has no Schedule event")
+
 # Queues: every queue that is not itself a dead-letter queue has one.
 queues = by_type("AWS::SQS::Queue")
 dlqs = {ref_name(q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])

@@ -1,6 +1,7 @@
-"""Plays Lambda's SQS event source mapping locally: receives batches from the operations queue on a local
-endpoint (moto), invokes the `worker` function served by `cargo lambda watch` with an SQS event, and deletes
-the messages not reported in `batchItemFailures` (the failed ones come back after the visibility timeout).
+"""Plays the worker's two triggers locally, against `cargo lambda watch`: the SQS event source mapping (receives
+batches from the operations queue on a local endpoint (moto), invokes `worker` with an SQS event, deletes the
+messages not reported in `batchItemFailures`; failed ones come back after the visibility timeout) and the
+EventBridge schedule (a "Scheduled Event" every minute: the sweep of stalled operations).
 Run with .venv-aws's Python, the environment printed by local-resources.py exported (docs/deploy.md):
 
     .venv-aws/bin/python scripts/aws/local-worker.py http://127.0.0.1:9011 [--once]
@@ -10,11 +11,20 @@ Stops on Ctrl-C; with --once after the first empty receive."""
 import json
 import os
 import sys
+import time
 import urllib.request
 
 import boto3
 
 VISIBILITY_SECONDS = 30
+SWEEP_EVERY_SECONDS = 60
+SCHEDULED_EVENT = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
+
+
+def invoke(url: str, event: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(event).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read() or b"{}") or {}
 
 
 def main() -> None:
@@ -27,7 +37,11 @@ def main() -> None:
     sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=region,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    next_sweep = 0.0
     while True:
+        if time.monotonic() >= next_sweep:
+            print(f"worker: sweep {invoke(invoke_url, SCHEDULED_EVENT)}", flush=True)
+            next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=5,
                                        VisibilityTimeout=VISIBILITY_SECONDS,
                                        MessageSystemAttributeNames=["All"]).get("Messages", [])
@@ -40,11 +54,8 @@ def main() -> None:
             "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
             "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": region,
         } for m in messages]}
-        request = urllib.request.Request(invoke_url, data=json.dumps(event).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=600) as response:
-            result = json.loads(response.read() or b"{}")
-        failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+        result = invoke(invoke_url, event)
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
