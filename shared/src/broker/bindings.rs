@@ -13,7 +13,6 @@ use crate::records::{
     RequestMeta,
 };
 use crate::tenants::Tenant;
-use std::time::Duration;
 
 fn binding_not_found() -> BrokerError {
     BrokerError::NotFound("the service binding does not exist".into())
@@ -217,11 +216,9 @@ impl Broker {
                         Write::upsert(Record::Binding(binding), version),
                         Write::create(Record::Operation(op.clone())),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
+                        continue;
                     }
-                    self.enqueue(&op.key(), Duration::ZERO).await?;
                     return Ok(Reply::Accepted {
                         operation: op_id,
                         body: BindingResult::default(),
@@ -244,9 +241,8 @@ impl Broker {
                         Write::upsert(Record::Binding(binding), version),
                         Write::create(Record::Operation(op)),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, None).await? {
+                        continue;
                     }
                     return Ok(Reply::Created(result));
                 }
@@ -338,11 +334,9 @@ impl Broker {
                     binding.state = BindingState::Deleting;
                     writes.push(Write::replace(Record::Binding(binding), version));
                     writes.push(Write::create(Record::Operation(op.clone())));
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
+                        continue;
                     }
-                    self.enqueue(&op.key(), Duration::ZERO).await?;
                     return Ok(Reply::Accepted {
                         operation: op_id,
                         body: (),
@@ -358,9 +352,8 @@ impl Broker {
                     op.finish(OperationState::Succeeded, None, now);
                     writes.push(Write::replace(Record::Binding(binding), version));
                     writes.push(Write::create(Record::Operation(op)));
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, None).await? {
+                        continue;
                     }
                     return Ok(Reply::Ok(()));
                 }

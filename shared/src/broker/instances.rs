@@ -14,7 +14,6 @@ use crate::records::{
     OperationState, RequestMeta,
 };
 use crate::tenants::Tenant;
-use std::time::Duration;
 
 fn provision_body(i: &Instance) -> ProvisionResponse {
     ProvisionResponse {
@@ -154,11 +153,9 @@ impl Broker {
                         Write::upsert(Record::Instance(instance), version),
                         Write::create(Record::Operation(op.clone())),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
+                        continue;
                     }
-                    self.enqueue(&op.key(), Duration::ZERO).await?;
                     let body = ProvisionResponse {
                         operation: Some(op_id.to_string()),
                         ..Default::default()
@@ -183,9 +180,8 @@ impl Broker {
                         Write::upsert(Record::Instance(instance), version),
                         Write::create(Record::Operation(op)),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, None).await? {
+                        continue;
                     }
                     return Ok(Reply::Created(body));
                 }
@@ -312,11 +308,9 @@ impl Broker {
                         Write::replace(Record::Instance(instance), version),
                         Write::create(Record::Operation(op.clone())),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
+                        continue;
                     }
-                    self.enqueue(&op.key(), Duration::ZERO).await?;
                     return Ok(Reply::Accepted {
                         operation: op_id.clone(),
                         body: ProvisionResponse {
@@ -340,9 +334,8 @@ impl Broker {
                         Write::replace(Record::Instance(instance), version),
                         Write::create(Record::Operation(op)),
                     ];
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, None).await? {
+                        continue;
                     }
                     return Ok(Reply::Ok(body));
                 }
@@ -439,11 +432,9 @@ impl Broker {
                     instance.state = InstanceState::Deleting;
                     writes.push(Write::replace(Record::Instance(instance), version));
                     writes.push(Write::create(Record::Operation(op.clone())));
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
+                        continue;
                     }
-                    self.enqueue(&op.key(), Duration::ZERO).await?;
                     return Ok(Reply::Accepted {
                         operation: op_id,
                         body: (),
@@ -458,9 +449,8 @@ impl Broker {
                     op.finish(OperationState::Succeeded, None, now);
                     writes.push(Write::replace(Record::Instance(instance), version));
                     writes.push(Write::create(Record::Operation(op)));
-                    match self.store.commit(writes).await {
-                        Err(StoreError::Conflict) => continue,
-                        r => r?,
+                    if !self.commit_then_enqueue(writes, None).await? {
+                        continue;
                     }
                     return Ok(Reply::Ok(()));
                 }

@@ -144,6 +144,23 @@ impl Broker {
             .map(|s| now.saturating_add((s as i64).saturating_mul(1000)))
     }
 
+    /// Commits a request's writes and, for an async operation, then sends its message. `false` when the
+    /// commit lost a race (nothing written): the caller re-reads and decides again.
+    async fn commit_then_enqueue(
+        &self,
+        writes: Vec<crate::ports::Write>,
+        operation: Option<&OperationKey>,
+    ) -> Result<bool> {
+        match self.store.commit(writes).await {
+            Err(crate::ports::StoreError::Conflict) => return Ok(false),
+            r => r?,
+        }
+        if let Some(key) = operation {
+            self.enqueue(key, Duration::ZERO).await?;
+        }
+        Ok(true)
+    }
+
     /// Puts the operation on the operations queue for the worker.
     async fn enqueue(&self, key: &OperationKey, delay: Duration) -> Result<()> {
         let body = serde_json::to_string(key)
