@@ -15,8 +15,10 @@ CATALOG := $(if $(filter /%,$(CATALOG_FILE)),$(CATALOG_FILE),$(ROOT)/$(CATALOG_F
 
 .PHONY: lambda-binaries build-ApiFunction build-WorkerFunction
 
+# Profile `release-lambda` (Cargo.toml): release, optimised for size. Without default features the API carries no
+# embedded store (it runs on DynamoDB + SQS only), which keeps both packages under 10 MB.
 lambda-binaries:
-	cd "$(ROOT)" && $(CARGO_LAMBDA) build --release --arm64 --locked --bin api --bin worker
+	cd "$(ROOT)" && $(CARGO_LAMBDA) build --profile release-lambda --arm64 --locked -p osb-api -p osb-worker --no-default-features
 
 build-ApiFunction: lambda-binaries
 	$(call package,api)

@@ -8,8 +8,10 @@ served here, and measures
 with DynamoDB, SQS and Secrets Manager served by a moto server on loopback (table, queue and tenants secret are
 created first). It prints the median and max over the runs and the binaries' sizes.
 
-Usage: scripts/coldstart.py [--runs N] [--target-dir DIR]
-Needs: `cargo build --release -p osb-api -p osb-worker` and the test tools (scripts/test-tools.sh).
+Usage: scripts/coldstart.py [--runs N] [--profile release-lambda|release] [--target-dir DIR]
+Needs the binaries of that profile, built for this machine as the Lambda packages are built (Makefile):
+  cargo build --profile release-lambda -p osb-api -p osb-worker --no-default-features
+and the test tools (scripts/test-tools.sh).
 """
 import argparse
 import http.server
@@ -142,9 +144,10 @@ def run_once(binary, event, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--profile", default="release-lambda")
     ap.add_argument("--target-dir", default=str(ROOT / "target"))
     args = ap.parse_args()
-    release = Path(args.target_dir) / "release"
+    release = Path(args.target_dir) / args.profile
     moto = ROOT / ".venv/bin/moto_server"
     port = free_port()
     server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,12 +163,12 @@ def main():
         env.update(prepare_aws(endpoint))
         api_event = json.loads((ROOT / "functions/api/fixtures/apigw-v2-catalog.json").read_text())
         sqs_event = json.loads((ROOT / "functions/worker/fixtures/sqs-operation-event.json").read_text())
-        print(f"| binary | size (x86_64 release) | init p50 | init max | first event p50 | runs |")
+        print(f"| binary | size (x86_64, profile {args.profile}) | init p50 | init max | first event p50 | runs |")
         print(f"|---|---|---|---|---|---|")
         for name, event in (("api", api_event), ("worker", sqs_event)):
             binary = release / name
             if not binary.exists():
-                sys.exit(f"{binary} is missing: cargo build --release -p osb-api -p osb-worker")
+                sys.exit(f"{binary} is missing: cargo build --profile {args.profile} -p osb-api -p osb-worker --no-default-features")
             inits, firsts = [], []
             for _ in range(args.runs):
                 init, first, response = run_once(binary, event, env)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the AWS deployment: installs the pinned AWS tools (.venv-aws), lints template.yaml
 # (cfn-lint, `sam validate --lint`, scripts/aws/check_template.py), builds both Lambda binaries with one
-# `cargo lambda build --release --arm64` (the Makefile's lambda-binaries target), runs `sam build` on top of it
+# `cargo lambda build --profile release-lambda --arm64` (the Makefile's lambda-binaries target), runs `sam build` on top of it
 # (makefile build method; must reuse that build), and checks the packages: aarch64 ELF bootstraps, glibc
 # no newer than AL2023's 2.34, catalog.json next to them. Needs no AWS account: dummy credentials, no network
 # beyond the package registries for the first install.
@@ -34,7 +34,7 @@ step "template contract (scripts/aws/check_template.py)"
 python3 scripts/aws/check_template.py
 done_step
 
-step "cargo lambda build --release --arm64 (api + worker, one build)"
+step "cargo lambda build --profile release-lambda --arm64 (api + worker, one build)"
 make --no-print-directory lambda-binaries
 done_step
 

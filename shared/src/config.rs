@@ -1,13 +1,23 @@
 //! The broker's configuration file (TOML) and the built-in demo defaults: catalog, tenants, listen
 //! address, data directory. See the README for the format.
 
-use crate::adapters::sqlite::Synchronous;
 use crate::catalog::{Catalog, CatalogConfig, CatalogError};
 use crate::tenants::{Secret, TenantConfig};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+/// How hard the embedded store (SQLite) works to keep committed writes across power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// Survives process crashes (WAL, fsync at checkpoints).
+    #[default]
+    Normal,
+    /// Also survives power loss (fsync on every commit).
+    Full,
+}
 
 /// The demo catalog shipped with the broker.
 pub const DEMO_CATALOG: &str = include_str!("../catalog/demo.json");

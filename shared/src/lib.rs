@@ -8,6 +8,7 @@ pub mod backends;
 pub mod broker;
 pub mod catalog;
 pub mod config;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod error;
 pub mod http;

@@ -1,4 +1,5 @@
 //! The store and queue contract suites against the embedded adapters.
+#![cfg(feature = "embedded")]
 
 use osb_broker::adapters::MemoryQueue;
 use osb_broker::adapters::sqlite::{SqliteStore, Synchronous};

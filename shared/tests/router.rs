@@ -1,5 +1,6 @@
 //! Router tests (`tower::ServiceExt::oneshot`): authentication, version header, bodies, routes,
 //! tenant catalog filtering, async completion by the worker, deadlines and races.
+#![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! The API Lambda handler fed API Gateway HTTP API (payload 2.0) events from fixtures, through the
 //! same `lambda_http` adapter `lambda_http::run` uses, answering API Gateway v2 responses.
+#![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lambda_http::request::LambdaRequest;

@@ -1,7 +1,10 @@
-//! Embedded adapters of the ports, first-class for local mode: SQLite store, in-process queue.
+//! Embedded adapters of the ports, first-class for local mode: SQLite store (feature `embedded`),
+//! in-process queue.
 
 pub mod memqueue;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 
 pub use memqueue::MemoryQueue;
+#[cfg(feature = "embedded")]
 pub use sqlite::SqliteStore;

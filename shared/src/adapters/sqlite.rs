@@ -4,6 +4,7 @@
 //! Durability: WAL with `synchronous=NORMAL` survives a crash or kill of the broker process; the last
 //! transactions before a power loss may be lost. Set `synchronous = "full"` for power-loss durability.
 
+pub use crate::config::Synchronous;
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::{
@@ -28,17 +29,6 @@ CREATE TABLE IF NOT EXISTS items (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_unfinished ON items (unfinished) WHERE unfinished = 1;
 ";
-
-/// How hard SQLite works to keep committed writes across power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synchronous {
-    /// Survives process crashes (WAL, fsync at checkpoints).
-    #[default]
-    Normal,
-    /// Also survives power loss (fsync on every commit).
-    Full,
-}
 
 struct Inner {
     path: PathBuf,
