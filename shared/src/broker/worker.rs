@@ -20,7 +20,9 @@ use tracing::Instrument;
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Slack allowed before an operation in progress counts as stalled (no message carries it any more).
-pub const STALL_GRACE: Duration = Duration::from_secs(120);
+/// Longer than the operations queue's visibility timeout (190 s in the template), so a message that a failed
+/// worker left for redelivery is not taken for lost.
+pub const STALL_GRACE: Duration = Duration::from_secs(300);
 
 /// What to do with the message after processing it.
 #[derive(Debug, Clone, PartialEq)]
