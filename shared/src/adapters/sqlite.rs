@@ -1,5 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one table of versioned JSON items keyed like the DynamoDB
-//! table (`keys.rs`). Writes are version-checked inside one `BEGIN IMMEDIATE` transaction.
+//! table (`keys.rs`). Writes go to one writer thread that group-commits: every waiting batch is applied
+//! in its own savepoint (version-checked, all-or-nothing per batch) inside one `BEGIN IMMEDIATE`
+//! transaction. Reads use a small pool of connections on Tokio's blocking threads.
 //!
 //! Durability: WAL with `synchronous=NORMAL` survives a crash or kill of the broker process; the last
 //! transactions before a power loss may be lost. Set `synchronous = "full"` for power-loss durability.
@@ -33,8 +35,60 @@ CREATE INDEX IF NOT EXISTS items_unfinished ON items (unfinished) WHERE unfinish
 struct Inner {
     path: PathBuf,
     sync: Synchronous,
-    writer: Mutex<Connection>,
+    /// Hands write batches to the writer thread (group commit).
+    writer: std::sync::mpsc::Sender<WriteJob>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// One `commit` call waiting for the writer thread.
+struct WriteJob {
+    writes: Vec<Write>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most jobs the writer thread puts in one transaction.
+const MAX_GROUP: usize = 256;
+
+/// The writer thread: owns the one write connection; takes every job waiting, applies each inside its own
+/// savepoint (a job whose expectation fails rolls back alone, with `Conflict`), commits them all in one
+/// transaction (one WAL append; one fsync with `synchronous = full`), then answers each job.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = run_group(&mut conn, &group);
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            let _ = job.done.send(outcome);
+        }
+    }
+}
+
+fn run_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<(), StoreError>> {
+    let all_failed = |e: StoreError| group.iter().map(|_| Err(e.clone())).collect();
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return all_failed(unavailable(e)),
+    };
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        let outcome = (|| {
+            let sp = tx.savepoint().map_err(unavailable)?;
+            for w in &job.writes {
+                apply(&sp, w)?; // dropping `sp` on error rolls this job back
+            }
+            sp.commit().map_err(unavailable)
+        })();
+        outcomes.push(outcome);
+    }
+    match tx.commit() {
+        Ok(()) => outcomes,
+        Err(e) => all_failed(unavailable(e)),
+    }
 }
 
 #[derive(Clone)]
@@ -81,11 +135,16 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let writer = open(&path, sync)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        let (jobs, inbox) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, inbox))
+            .map_err(unavailable)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 sync,
-                writer: Mutex::new(writer),
+                writer: jobs,
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -133,7 +192,7 @@ impl SqliteStore {
     }
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreError> {
+fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
     let (pk, sk, kind) = keys::record_key(&write.record);
     let current: Option<i64> = tx
         .prepare_cached("SELECT version FROM items WHERE pk = ?1 AND sk = ?2")
@@ -252,19 +311,14 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(unavailable)?;
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            for w in &writes {
-                apply(&tx, w)?; // dropping `tx` on error rolls back
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
-        .map_err(unavailable)?
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteJob { writes, done })
+            .map_err(|_| StoreError::Unavailable("the SQLite writer thread has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer thread has stopped".into()))?
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {

@@ -77,7 +77,7 @@ impl Write {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum StoreError {
     /// A write's expectation did not hold: someone else changed the record first. Nothing was written.
     #[error("the record was changed concurrently")]
