@@ -4,6 +4,7 @@ pub mod backend;
 pub mod clock;
 pub mod queue;
 pub mod store;
+pub mod webhook;
 
 pub use backend::{Backend, BackendJob, BackendOutcome};
 pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
@@ -11,3 +12,4 @@ pub use queue::{Delivery, Queue, QueueError};
 pub use store::{
     Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
 };
+pub use webhook::{AttemptOutcome, AttemptReport, WebhookRequest, WebhookSender};
