@@ -52,6 +52,51 @@ pub struct BrokerConfig {
     /// SQLite durability: `normal` (survives process crashes) or `full` (also power loss).
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// Webhook callbacks: which URLs are allowed, timeouts, retries (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// The `[webhooks]` section: the URL policy (flattened: `allow_http`, ports, …), the sender's timeouts
+/// and concurrency, and the retry schedule (`[webhooks.retry]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    #[serde(flatten)]
+    pub policy: crate::webhooks::policy::WebhookPolicy,
+    #[serde(default)]
+    pub retry: crate::webhooks::schedule::RetryPolicy,
+    /// Connect timeout of one attempt.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Whole-attempt deadline: connect, TLS, upload and response headers.
+    #[serde(default = "default_attempt_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Concurrent deliveries the local sender runs.
+    #[serde(default = "default_senders")]
+    pub senders: usize,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_attempt_timeout_ms() -> u64 {
+    15_000
+}
+fn default_senders() -> usize {
+    16
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            policy: Default::default(),
+            retry: Default::default(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            timeout_ms: default_attempt_timeout_ms(),
+            senders: default_senders(),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -78,6 +123,7 @@ impl Default for BrokerConfig {
             body_limit_bytes: default_body_limit(),
             workers: default_workers(),
             synchronous: Synchronous::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
         clock,
         ids: Arc::new(UlidGenerator),
+        webhook_queue: Arc::new(MemoryQueue::new()),
+        webhook_policy: Arc::new(config.webhooks.policy.clone()),
     });
     let state = AppState::new(broker.clone(), tenants, config.body_limit_bytes);
     Ok(Embedded {

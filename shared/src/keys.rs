@@ -1,6 +1,7 @@
 //! Every storage key, built in one place from typed ids, shared by all store adapters.
 //! Layout (one partition per instance, as on DynamoDB):
-//! `pk = T#<tenant>#I#<instance>`, `sk = INSTANCE | B#<binding> | O#<operation>`.
+//! `pk = T#<tenant>#I#<instance>`, `sk = INSTANCE | B#<binding> | O#<operation> | W#<operation>`
+//! (`W#`: the webhook callback of that operation).
 //! Tenant names (`[a-z0-9_-]`) and ids (RFC 3986 unreserved) never contain `#`.
 
 use crate::ids::{BindingId, InstanceId, OperationId};
@@ -10,11 +11,13 @@ use crate::records::OperationKey;
 pub const SK_INSTANCE: &str = "INSTANCE";
 pub const SK_BINDING_PREFIX: &str = "B#";
 pub const SK_OPERATION_PREFIX: &str = "O#";
+pub const SK_CALLBACK_PREFIX: &str = "W#";
 
 /// Entity-type attribute stored with every item.
 pub const KIND_INSTANCE: &str = "instance";
 pub const KIND_BINDING: &str = "binding";
 pub const KIND_OPERATION: &str = "operation";
+pub const KIND_CALLBACK: &str = "callback";
 
 pub fn instance_pk(tenant: &str, instance: &InstanceId) -> String {
     format!("T#{tenant}#I#{instance}")
@@ -26,6 +29,18 @@ pub fn binding_sk(binding: &BindingId) -> String {
 
 pub fn operation_sk(op: &OperationId) -> String {
     format!("{SK_OPERATION_PREFIX}{op}")
+}
+
+pub fn callback_sk(op: &OperationId) -> String {
+    format!("{SK_CALLBACK_PREFIX}{op}")
+}
+
+/// `(pk, sk)` of the webhook callback of an operation.
+pub fn callback_key(key: &OperationKey) -> (String, String) {
+    (
+        instance_pk(&key.tenant, &key.instance_id),
+        callback_sk(&key.operation_id),
+    )
 }
 
 pub fn operation_key(key: &OperationKey) -> (String, String) {
@@ -40,19 +55,41 @@ pub const UNFINISHED_SHARDS: u32 = 4;
 
 /// The shard an unfinished operation is indexed under (spreads writes over a few index partitions).
 pub fn unfinished_shard(key: &OperationKey) -> String {
-    let h = key
-        .operation_id
+    format!("U#{}", shard_of(key))
+}
+
+fn shard_of(key: &OperationKey) -> u32 {
+    key.operation_id
         .as_str()
         .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    format!("U#{}", h % UNFINISHED_SHARDS)
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % UNFINISHED_SHARDS
+}
+
+/// The shard a callback whose delivery is not final is indexed under (same index, `C#` partitions).
+pub fn pending_callback_shard(key: &OperationKey) -> String {
+    format!("C#{}", shard_of(key))
+}
+
+/// The index partitions of each family: `U#n` operations in progress, `C#n` callbacks not final.
+pub fn unfinished_shards(prefix: &str) -> impl Iterator<Item = String> + '_ {
+    (0..UNFINISHED_SHARDS).map(move |n| format!("{prefix}{n}"))
 }
 
 /// The operation key back from an operation item's `(pk, sk)`.
 pub fn parse_operation_key(pk: &str, sk: &str) -> Option<OperationKey> {
+    parse_key(pk, sk, SK_OPERATION_PREFIX)
+}
+
+/// The operation key back from a callback item's `(pk, sk)`.
+pub fn parse_callback_key(pk: &str, sk: &str) -> Option<OperationKey> {
+    parse_key(pk, sk, SK_CALLBACK_PREFIX)
+}
+
+fn parse_key(pk: &str, sk: &str, prefix: &str) -> Option<OperationKey> {
     let rest = pk.strip_prefix("T#")?;
     let (tenant, instance) = rest.split_once("#I#")?;
-    let op = sk.strip_prefix(SK_OPERATION_PREFIX)?;
+    let op = sk.strip_prefix(prefix)?;
     Some(OperationKey {
         tenant: tenant.to_owned(),
         instance_id: InstanceId::parse(instance).ok()?,
@@ -78,6 +115,11 @@ pub fn record_key(record: &Record) -> (String, String, &'static str) {
             operation_sk(&o.id),
             KIND_OPERATION,
         ),
+        Record::Callback(c) => (
+            instance_pk(&c.tenant, &c.instance_id),
+            callback_sk(&c.operation_id),
+            KIND_CALLBACK,
+        ),
     }
 }
 
@@ -97,5 +139,9 @@ mod tests {
         assert_eq!(parse_operation_key(&pk, &sk), Some(key.clone()));
         assert!(unfinished_shard(&key).starts_with("U#"));
         assert_eq!(parse_operation_key(&pk, "B#x"), None);
+        let (cpk, csk) = callback_key(&key);
+        assert_eq!((cpk.as_str(), csk.as_str()), ("T#cf-1#I#i-1.a", "W#01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert_eq!(parse_callback_key(&cpk, &csk), Some(key.clone()));
+        assert_eq!(parse_operation_key(&cpk, &csk), None);
     }
 }

@@ -199,6 +199,12 @@ pub struct Operation {
     pub originating_identity: Option<OriginatingIdentity>,
     #[serde(default)]
     pub request_identity: Option<String>,
+    /// The platform's webhook while the operation runs; moved into its `Callback` when it finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookRegistration>,
+    /// Whether a webhook was registered (kept after the registration moved to the callback).
+    #[serde(default)]
+    pub has_webhook: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -227,6 +233,9 @@ impl Operation {
             update_repeatable: None,
             originating_identity: meta.originating_identity.clone(),
             request_identity: meta.request_identity.clone(),
+            // A webhook is sent only for operations the broker answers with 202.
+            webhook: meta.webhook.clone().filter(|_| asynchronous),
+            has_webhook: asynchronous && meta.webhook.is_some(),
             created_at: job.started_at,
             updated_at: job.started_at,
         }
@@ -282,4 +291,147 @@ impl Operation {
 pub struct RequestMeta {
     pub originating_identity: Option<OriginatingIdentity>,
     pub request_identity: Option<String>,
+    /// The validated `webhook` + `secret` query parameters, if the platform sent them.
+    pub webhook: Option<WebhookRegistration>,
+}
+
+/// A platform's callback for an async operation: the validated URL, the secret whose UTF-8 bytes key the
+/// signatures, and the OSB version of the request. `Debug` shows neither the secret nor the URL's path.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRegistration {
+    pub url: String,
+    pub secret: String,
+    #[serde(default)]
+    pub api_version: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRegistration")
+            .field("url", &crate::webhooks::policy::redacted(&self.url))
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Delivery state of a webhook callback.
+///
+/// ```text
+/// Pending --lease--> Sending --2xx--> Delivered
+///                       |--410--> Gone        |--blocked/invalid URL--> Blocked
+///                       |--failure--> Retrying --lease--> Sending ...   |--schedule over--> GaveUp
+/// Pending --body over the cap--> TooLarge
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    Pending,
+    Sending,
+    Retrying,
+    Delivered,
+    Gone,
+    Blocked,
+    TooLarge,
+    GaveUp,
+}
+
+impl CallbackState {
+    /// Delivery is over: nothing more will be sent, the secret and body are gone.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            CallbackState::Pending | CallbackState::Sending | CallbackState::Retrying
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "pending",
+            CallbackState::Sending => "sending",
+            CallbackState::Retrying => "retrying",
+            CallbackState::Delivered => "delivered",
+            CallbackState::Gone => "gone",
+            CallbackState::Blocked => "blocked",
+            CallbackState::TooLarge => "too_large",
+            CallbackState::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// One delivery attempt as recorded: never the body, the secret, a signature or the full URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub started_at: i64,
+    pub duration_ms: u64,
+    pub outcome: String,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub remote_ip: Option<String>,
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+    /// When the next attempt is due (unix ms), if there is one.
+    #[serde(default)]
+    pub next_attempt_at: Option<i64>,
+}
+
+/// The webhook callback of a finished operation: what to send (serialized once), where, and how its
+/// delivery went. Stored next to the operation (same key, `W#` prefix); the queue message is its key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub tenant: String,
+    pub instance_id: InstanceId,
+    #[serde(default)]
+    pub binding_id: Option<BindingId>,
+    pub operation_id: OperationId,
+    pub kind: OperationKind,
+    pub url: String,
+    /// Removed once delivery is final.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The exact bytes sent on every attempt (the synchronous call's body); removed once final.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The HTTP status the synchronous call would have answered.
+    pub status: u16,
+    /// The operation's final state.
+    pub outcome: OperationState,
+    pub completed_at: i64,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub request_identity: Option<String>,
+    pub state: CallbackState,
+    /// Earliest time of the next attempt (unix ms).
+    pub next_attempt_at: i64,
+    /// While `Sending`: until when the sender that took the lease owns the attempt.
+    #[serde(default)]
+    pub lease_until: Option<i64>,
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback")
+            .field("tenant", &self.tenant)
+            .field("instance_id", &self.instance_id)
+            .field("operation_id", &self.operation_id)
+            .field("url", &crate::webhooks::policy::redacted(&self.url))
+            .field("state", &self.state)
+            .field("attempts", &self.attempts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Callback {
+    pub fn key(&self) -> OperationKey {
+        OperationKey {
+            tenant: self.tenant.clone(),
+            instance_id: self.instance_id.clone(),
+            operation_id: self.operation_id.clone(),
+        }
+    }
 }

@@ -71,6 +71,9 @@ async fn env() -> Env {
             .build(),
     );
     let url = SqsQueue::create(&sqs, &unique_name("ops")).await.unwrap();
+    let webhook_url = SqsQueue::create(&sqs, &unique_name("webhooks"))
+        .await
+        .unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let secret_id = unique_name("tenants");
     secrets
@@ -89,6 +92,9 @@ async fn env() -> Env {
     let cfg = AwsConfig {
         table: table.clone(),
         operations_queue_url: url.clone(),
+        webhook_queue_url: webhook_url.clone(),
+        webhook_dlq_url: None,
+        webhook_allow_http: false,
         tenants_secret_id: Some(secret_id),
         catalog_file: None,
     };

@@ -12,7 +12,7 @@ use crate::keys;
 use crate::ports::{
     Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
 };
-use crate::records::{Binding, Instance, Operation, OperationKey, OperationState};
+use crate::records::{Binding, Callback, Instance, Operation, OperationKey, OperationState};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -172,6 +172,31 @@ impl SqliteStore {
         .map_err(unavailable)?
     }
 
+    /// Keys of the items of one kind flagged unfinished (operations in progress, callbacks not final).
+    async fn unfinished_keys(
+        &self,
+        kind: &'static str,
+        parse: fn(&str, &str) -> Option<OperationKey>,
+    ) -> Result<Vec<OperationKey>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT pk, sk FROM items WHERE unfinished = 1 AND kind = ?1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![kind], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (pk, sk) = row.map_err(unavailable)?;
+                out.extend(parse(&pk, &sk));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn get<T: DeserializeOwned + Send + 'static>(
         &self,
         pk: String,
@@ -209,6 +234,7 @@ fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
         Record::Instance(i) => (serde_json::to_vec(i), false),
         Record::Binding(b) => (serde_json::to_vec(b), false),
         Record::Operation(o) => (serde_json::to_vec(o), o.state == OperationState::InProgress),
+        Record::Callback(c) => (serde_json::to_vec(c), !c.state.is_final()),
     };
     let body = body.map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.prepare_cached(
@@ -322,21 +348,20 @@ impl Store for SqliteStore {
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT body, version FROM items WHERE unfinished = 1")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (b, v) = row.map_err(unavailable)?;
-                let op: Versioned<Operation> = decode(&b, v)?;
-                out.push(op.item.key());
-            }
-            Ok(out)
-        })
-        .await
+        self.unfinished_keys(keys::KIND_OPERATION, keys::parse_operation_key)
+            .await
+    }
+
+    async fn get_callback(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Callback>>, StoreError> {
+        let (pk, sk) = keys::callback_key(key);
+        self.get(pk, sk).await
+    }
+
+    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError> {
+        self.unfinished_keys(keys::KIND_CALLBACK, keys::parse_callback_key)
+            .await
     }
 }

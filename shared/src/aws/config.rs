@@ -8,11 +8,20 @@ pub const TABLE: &str = "OSB_TABLE_NAME";
 pub const OPERATIONS_QUEUE: &str = "OSB_OPERATIONS_QUEUE_URL";
 pub const TENANTS_SECRET: &str = "OSB_TENANTS_SECRET_ID";
 pub const CATALOG_FILE: &str = "OSB_CATALOG_FILE";
+pub const WEBHOOK_QUEUE: &str = "OSB_WEBHOOK_QUEUE_URL";
+pub const WEBHOOK_DLQ: &str = "OSB_WEBHOOK_DLQ_URL";
+pub const WEBHOOK_ALLOW_HTTP: &str = "OSB_WEBHOOK_ALLOW_HTTP";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
     pub table: String,
     pub operations_queue_url: String,
+    /// Where finished operations' webhook callbacks are queued.
+    pub webhook_queue_url: String,
+    /// Where the webhook sender moves a callback's message when delivery gives up (its DLQ).
+    pub webhook_dlq_url: Option<String>,
+    /// Whether plain-http webhook URLs are accepted (default: https only).
+    pub webhook_allow_http: bool,
     /// Needed by the API function only.
     pub tenants_secret_id: Option<String>,
     /// The catalog JSON; the demo catalog when unset.
@@ -39,22 +48,37 @@ impl AwsConfig {
         };
         let table = required(TABLE);
         let operations_queue_url = required(OPERATIONS_QUEUE);
+        let webhook_queue_url = required(WEBHOOK_QUEUE);
         let tenants_secret_id = if needs_tenants {
             Some(required(TENANTS_SECRET))
         } else {
             get(TENANTS_SECRET)
         };
-        if !operations_queue_url.is_empty() && !operations_queue_url.starts_with("http") {
-            problems.push(format!(
-                "{OPERATIONS_QUEUE} must be a queue URL (https://sqs…)"
-            ));
+        for (name, url) in [
+            (OPERATIONS_QUEUE, &operations_queue_url),
+            (WEBHOOK_QUEUE, &webhook_queue_url),
+        ] {
+            if !url.is_empty() && !url.starts_with("http") {
+                problems.push(format!("{name} must be a queue URL (https://sqs…)"));
+            }
         }
+        let webhook_allow_http = match get(WEBHOOK_ALLOW_HTTP).as_deref().map(str::trim) {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                problems.push(format!("{WEBHOOK_ALLOW_HTTP} must be true or false"));
+                false
+            }
+        };
         if !problems.is_empty() {
             return Err(EnvError(problems));
         }
         Ok(AwsConfig {
             table,
             operations_queue_url,
+            webhook_queue_url,
+            webhook_dlq_url: get(WEBHOOK_DLQ).filter(|v| !v.trim().is_empty()),
+            webhook_allow_http,
             tenants_secret_id,
             catalog_file: get(CATALOG_FILE)
                 .filter(|v| !v.is_empty())
@@ -74,13 +98,18 @@ mod tests {
 
     #[test]
     fn names_every_missing_or_invalid_variable() {
-        let env: HashMap<&str, &str> = HashMap::from([(OPERATIONS_QUEUE, "queue-name")]);
+        let env: HashMap<&str, &str> = HashMap::from([
+            (OPERATIONS_QUEUE, "queue-name"),
+            (WEBHOOK_ALLOW_HTTP, "yes"),
+        ]);
         let err = AwsConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()), true)
             .expect_err("incomplete");
         let text = err.to_string();
         assert!(text.contains(TABLE), "{text}");
         assert!(text.contains(TENANTS_SECRET), "{text}");
         assert!(text.contains("must be a queue URL"), "{text}");
+        assert!(text.contains(WEBHOOK_QUEUE), "{text}");
+        assert!(text.contains(WEBHOOK_ALLOW_HTTP), "{text}");
     }
 
     #[test]
@@ -88,6 +117,7 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::from([
             (TABLE, "t"),
             (OPERATIONS_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/q"),
+            (WEBHOOK_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/w"),
             (TENANTS_SECRET, "arn:secret"),
             (CATALOG_FILE, "/var/task/catalog.json"),
         ]);

@@ -11,7 +11,8 @@ use crate::ports::{
     Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
 };
 use crate::records::{
-    Binding, BindingState, Instance, InstanceState, Operation, OperationKey, OperationState,
+    Binding, BindingState, Callback, Instance, InstanceState, Operation, OperationKey,
+    OperationState,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -81,6 +82,7 @@ fn ttl_of(record: &Record) -> Option<i64> {
         Record::Operation(o) if o.state != OperationState::InProgress => o.updated_at,
         Record::Instance(i) if i.state == InstanceState::Gone => i.updated_at,
         Record::Binding(b) if b.state == BindingState::Gone => b.updated_at,
+        Record::Callback(c) if c.state.is_final() => c.updated_at,
         _ => return None,
     };
     Some(finished_at / 1000 + RETENTION_SECS)
@@ -92,12 +94,14 @@ fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeVal
         Record::Instance(i) => serde_json::to_string(i),
         Record::Binding(b) => serde_json::to_string(b),
         Record::Operation(o) => serde_json::to_string(o),
+        Record::Callback(c) => serde_json::to_string(c),
     }
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let unfinished_shard = match record {
         Record::Operation(o) if o.state == OperationState::InProgress => {
             Some(keys::unfinished_shard(&o.key()))
         }
+        Record::Callback(c) if !c.state.is_final() => Some(keys::pending_callback_shard(&c.key())),
         _ => None,
     };
     let item = Item {
@@ -401,8 +405,31 @@ impl Store for DynamoStore {
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
+        self.indexed_keys("U#", keys::parse_operation_key).await
+    }
+
+    async fn get_callback(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Callback>>, StoreError> {
+        let (pk, sk) = keys::callback_key(key);
+        self.get(pk, sk).await
+    }
+
+    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError> {
+        self.indexed_keys("C#", keys::parse_callback_key).await
+    }
+}
+
+impl DynamoStore {
+    /// The keys in the sparse `unfinished` index under one family of shards (a Query per shard).
+    async fn indexed_keys(
+        &self,
+        family: &str,
+        parse: fn(&str, &str) -> Option<OperationKey>,
+    ) -> Result<Vec<OperationKey>, StoreError> {
         let mut out = Vec::new();
-        for shard in 0..keys::UNFINISHED_SHARDS {
+        for shard in keys::unfinished_shards(family) {
             let mut start = None;
             loop {
                 let page = self
@@ -411,7 +438,7 @@ impl Store for DynamoStore {
                     .table_name(&self.table)
                     .index_name(UNFINISHED_INDEX)
                     .key_condition_expression("unfinished_shard = :s")
-                    .expression_attribute_values(":s", AttributeValue::S(format!("U#{shard}")))
+                    .expression_attribute_values(":s", AttributeValue::S(shard.clone()))
                     .set_exclusive_start_key(start)
                     .send()
                     .await
@@ -419,9 +446,7 @@ impl Store for DynamoStore {
                 for item in page.items.unwrap_or_default() {
                     let k: KeyOnly = serde_dynamo::from_item(item)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    if let Some(key) = keys::parse_operation_key(&k.pk, &k.sk) {
-                        out.push(key);
-                    }
+                    out.extend(parse(&k.pk, &k.sk));
                 }
                 match page.last_evaluated_key {
                     Some(k) if !k.is_empty() => start = Some(k),

@@ -38,20 +38,29 @@ pub enum AwsStartError {
 pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker>, AwsStartError> {
     let catalog = Arc::new(crate::config::load_catalog(cfg.catalog_file.as_deref())?);
     let clock = Arc::new(SystemClock);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
             cfg.table.clone(),
         )),
-        queue: Arc::new(SqsQueue::new(
-            aws_sdk_sqs::Client::new(sdk),
-            cfg.operations_queue_url.clone(),
-        )),
+        queue: Arc::new(SqsQueue::new(sqs.clone(), cfg.operations_queue_url.clone())),
         backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
         clock,
         ids: Arc::new(UlidGenerator),
+        webhook_queue: Arc::new(SqsQueue::new(sqs, cfg.webhook_queue_url.clone())),
+        webhook_policy: Arc::new(webhook_policy(cfg)),
     }))
+}
+
+/// The webhook URL policy on AWS: the defaults (https, public addresses, ports 443/8443), plain http
+/// only when `OSB_WEBHOOK_ALLOW_HTTP=true`. Loopback is never allowed here.
+pub fn webhook_policy(cfg: &AwsConfig) -> crate::webhooks::policy::WebhookPolicy {
+    crate::webhooks::policy::WebhookPolicy {
+        allow_http: cfg.webhook_allow_http,
+        ..Default::default()
+    }
 }
 
 /// The API's state: the broker plus the tenants read from Secrets Manager.

@@ -302,7 +302,7 @@ impl Broker {
                         )
                         .await?
                     {
-                        writes.push(w);
+                        writes.extend(w);
                     }
                 }
                 BindingState::Ready | BindingState::CreateFailed => {}

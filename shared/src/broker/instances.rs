@@ -390,7 +390,7 @@ impl Broker {
                         .cancel_operation(&tenant.name, id, cur.last_operation.as_ref(), now)
                         .await?
                     {
-                        writes.push(w);
+                        writes.extend(w);
                     }
                 }
                 InstanceState::Ready | InstanceState::CreateFailed => {}
@@ -511,7 +511,7 @@ impl Broker {
         instance_id: &InstanceId,
         op_id: Option<&crate::ids::OperationId>,
         now: i64,
-    ) -> Result<Option<Write>> {
+    ) -> Result<Option<Vec<Write>>> {
         let Some(op_id) = op_id else { return Ok(None) };
         let key = crate::records::OperationKey {
             tenant: tenant.to_owned(),
@@ -536,7 +536,14 @@ impl Broker {
             )),
             now,
         );
-        Ok(Some(Write::replace(Record::Operation(op), version)))
+        // The cancelled creation's webhook (if any) reports the failure.
+        let (status, body) = super::webhooks::failure_body(&op);
+        let mut writes: Vec<Write> =
+            super::webhooks::callback_on_finish(&mut op, status, &body, now)?
+                .into_iter()
+                .collect();
+        writes.push(Write::replace(Record::Operation(op), version));
+        Ok(Some(writes))
     }
 }
 

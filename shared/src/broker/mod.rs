@@ -4,6 +4,7 @@
 mod bindings;
 mod instances;
 pub mod last_operation;
+pub mod webhooks;
 pub mod worker;
 
 use crate::catalog::{Catalog, PlanRef, SchemaKind};
@@ -44,6 +45,10 @@ pub struct Broker {
     pub backend: Arc<dyn Backend>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
+    /// Where finished operations' webhook callbacks are queued for the sender.
+    pub webhook_queue: Arc<dyn Queue>,
+    /// What `webhook` URLs and secrets a request may register.
+    pub webhook_policy: Arc<crate::webhooks::policy::WebhookPolicy>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -151,10 +156,13 @@ impl Broker {
         writes: Vec<crate::ports::Write>,
         operation: Option<&OperationKey>,
     ) -> Result<bool> {
+        // A delete that cancelled a creation with a webhook: its callback goes out after the commit.
+        let callbacks = webhooks::created_callbacks(&writes);
         match self.store.commit(writes).await {
             Err(crate::ports::StoreError::Conflict) => return Ok(false),
             r => r?,
         }
+        self.enqueue_callbacks(&callbacks).await?;
         if let Some(key) = operation {
             self.enqueue(key, Duration::ZERO).await?;
         }

@@ -5,6 +5,8 @@
 
 use super::Broker;
 use super::instances::apply_change;
+use super::webhooks::{callback_on_finish, created_callbacks, failure_body, success_status};
+use crate::model::responses::ProvisionResponse;
 use crate::error::{BrokerError, Result};
 use crate::ports::backend::{Done, InstanceResult};
 use crate::ports::queue::MAX_DELAY;
@@ -42,6 +44,11 @@ impl Broker {
                 return Ok(WorkerStep::Finished);
             };
             if op.is_final() {
+                // A redelivered message of a finished operation: the worker may have died between the
+                // final commit and the webhook queue send. A duplicate callback message sends nothing.
+                if op.has_webhook {
+                    self.enqueue_callback(key, Duration::ZERO).await?;
+                }
                 return Ok(WorkerStep::Finished);
             }
             let now = self.clock.now_ms();
@@ -116,7 +123,9 @@ impl Broker {
         } else {
             OperationState::Failed
         };
-        let mut writes = Vec::with_capacity(2);
+        let mut writes = Vec::with_capacity(3);
+        // The body the synchronous call would have returned on success (for the webhook).
+        let mut success_body = serde_json::json!({});
         if op.kind.is_binding() {
             let binding_id = op.binding_id.clone().ok_or_else(|| {
                 BrokerError::Store(StoreError::Corrupt(
@@ -138,6 +147,8 @@ impl Broker {
                         if let Some(Done::Binding(r)) = done {
                             b.result = Some(r);
                         }
+                        success_body = serde_json::to_value(b.result.clone().unwrap_or_default())
+                            .unwrap_or_default();
                         BindingState::Ready
                     }
                     (OperationKind::Bind, false) => BindingState::CreateFailed,
@@ -163,6 +174,12 @@ impl Broker {
                         i.metadata = r.metadata;
                     }
                     i.state = InstanceState::Ready;
+                    success_body = serde_json::to_value(ProvisionResponse {
+                        dashboard_url: i.dashboard_url.clone(),
+                        operation: None,
+                        metadata: i.metadata.clone(),
+                    })
+                    .unwrap_or_default();
                 }
                 (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
                 (OperationKind::Update, true) => {
@@ -174,6 +191,11 @@ impl Broker {
                         apply_change(&mut i, &change, result);
                     }
                     i.state = InstanceState::Ready;
+                    success_body = serde_json::to_value(ProvisionResponse {
+                        dashboard_url: i.dashboard_url.clone(),
+                        ..Default::default()
+                    })
+                    .unwrap_or_default();
                 }
                 (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
                 _ => i.state = InstanceState::Ready,
@@ -181,8 +203,20 @@ impl Broker {
             writes.push(Write::replace(Record::Instance(i), version));
         }
         op.finish(state, description, now);
+        let callback = if succeeded {
+            {
+            let status = success_status(op.kind);
+            callback_on_finish(&mut op, status, &success_body, now)?
+        }
+        } else {
+            let (status, body) = failure_body(&op);
+            callback_on_finish(&mut op, status, &body, now)?
+        };
+        writes.extend(callback);
         writes.push(Write::replace(Record::Operation(op.clone()), op_version));
+        let callbacks = created_callbacks(&writes);
         self.store.commit(writes).await?;
+        self.enqueue_callbacks(&callbacks).await?;
         tracing::info!(
             operation = %op.id,
             kind = op.kind.as_str(),

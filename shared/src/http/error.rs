@@ -85,15 +85,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status code and OSB error body (also what a webhook of a failed operation carries).
+    pub fn osb_parts(&self) -> (u16, ErrorBody) {
+        let (status, error, description) = self.parts();
+        (
+            status.as_u16(),
+            ErrorBody {
+                error: error.map(str::to_owned),
+                description,
+                instance_usable: None,
+                update_repeatable: None,
+            },
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, error, description) = self.parts();
-        let body = ErrorBody {
-            error: error.map(str::to_owned),
-            description,
-            instance_usable: None,
-            update_repeatable: None,
-        };
+        let (status, body) = self.osb_parts();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

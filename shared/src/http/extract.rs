@@ -150,12 +150,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for OsbQuery<T> {
     }
 }
 
-/// The identity headers, kept with each operation.
+/// The `webhook` and `secret` query parameters, each at most once (their values are never echoed).
+fn webhook_query(parts: &Parts) -> Result<(Option<String>, Option<String>), ApiError> {
+    let (mut webhook, mut secret) = (None, None);
+    for (k, v) in url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        let slot = match k.as_ref() {
+            "webhook" => &mut webhook,
+            "secret" => &mut secret,
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "the query parameter '{k}' must be given at most once"
+            )));
+        }
+    }
+    Ok((webhook, secret))
+}
+
+/// The identity headers, kept with each operation, and the validated webhook registration.
 pub struct Meta(pub RequestMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Meta {
+impl FromRequestParts<AppState> for Meta {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (webhook, secret) = webhook_query(parts)?;
+        let webhook = state
+            .broker
+            .webhook_policy
+            .check_registration(webhook.as_deref(), secret.as_deref())
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            .map(|target| crate::records::WebhookRegistration {
+                url: target.url,
+                secret: target.secret,
+                api_version: parts
+                    .headers
+                    .get(API_VERSION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.trim().chars().take(16).collect()),
+            });
         let originating_identity = match parts.headers.get(ORIGINATING_IDENTITY) {
             None => None,
             Some(v) => {
@@ -176,6 +209,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
         Ok(Meta(RequestMeta {
             originating_identity,
             request_identity,
+            webhook,
         }))
     }
 }

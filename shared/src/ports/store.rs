@@ -2,7 +2,7 @@
 //! atomic, version-checked batches. Every adapter passes `contract::store`.
 
 use crate::ids::{BindingId, InstanceId};
-use crate::records::{Binding, Instance, Operation, OperationKey};
+use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
 use async_trait::async_trait;
 
 /// A record with the version the store holds it at (1 after creation, +1 per write).
@@ -38,6 +38,7 @@ pub enum Record {
     Instance(Instance),
     Binding(Binding),
     Operation(Operation),
+    Callback(Callback),
 }
 
 /// What a write expects to find.
@@ -124,4 +125,13 @@ pub trait Store: Send + Sync {
 
     /// Keys of operations still in progress (used to resume work after a restart).
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError>;
+
+    /// The webhook callback of an operation (`key` is the operation's key).
+    async fn get_callback(
+        &self,
+        key: &OperationKey,
+    ) -> Result<Option<Versioned<Callback>>, StoreError>;
+
+    /// Keys of callbacks whose delivery is not final (resumed after a restart, re-driven by the sweep).
+    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError>;
 }

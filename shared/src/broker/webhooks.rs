@@ -1,0 +1,431 @@
+//! Webhook callbacks (DESIGN §6): when an async operation with a registered webhook ends, the worker
+//! serializes the body the synchronous call would have returned **once** and stores it with the
+//! callback, in the same atomic write as the operation's final state; the callback's key then goes on
+//! the webhook queue. `WebhookDelivery` consumes that queue: it takes a lease on the callback (so a
+//! duplicate message sends nothing), signs and sends the stored bytes through the `WebhookSender` port,
+//! records the attempt, and either finishes (delivered, gone, blocked, gave up — the secret and body are
+//! removed) or schedules the next attempt (exponential backoff with jitter, `Retry-After` honoured).
+
+use super::Broker;
+use crate::error::{BrokerError, Result};
+use crate::http::error::ApiError;
+use crate::ports::queue::MAX_DELAY;
+use crate::ports::{
+    AttemptOutcome, Clock, Queue, Record, Store, StoreError, Versioned, WebhookRequest,
+    WebhookSender, Write,
+};
+use crate::records::{
+    AttemptRecord, Callback, CallbackState, Operation, OperationKey, OperationKind,
+    OperationState,
+};
+use crate::webhooks::schedule::RetryPolicy;
+use crate::webhooks::sign::{osb_signature, standard_signature};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// Largest body a webhook carries; above it nothing is sent (`too_large`) and the platform polls.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Extra time a sender's lease lasts beyond the attempt's own deadline.
+const LEASE_SLACK: Duration = Duration::from_secs(30);
+
+/// Builds the callback of an operation that just finished, if a webhook was registered: takes the
+/// registration off the operation (the secret then lives only on the callback) and serializes `body`.
+/// Returns the write that creates it, to commit with the operation's final state.
+pub(super) fn callback_on_finish<B: Serialize>(
+    op: &mut Operation,
+    status: u16,
+    body: &B,
+    now: i64,
+) -> Result<Option<Write>> {
+    let Some(reg) = op.webhook.take() else {
+        return Ok(None);
+    };
+    let body = serde_json::to_string(body)
+        .map_err(|e| BrokerError::Store(StoreError::Corrupt(format!("webhook body: {e}"))))?;
+    Ok(Some(Write::create(Record::Callback(Callback {
+        tenant: op.tenant.clone(),
+        instance_id: op.instance_id.clone(),
+        binding_id: op.binding_id.clone(),
+        operation_id: op.id.clone(),
+        kind: op.kind,
+        url: reg.url,
+        secret: Some(reg.secret),
+        body: Some(body),
+        status,
+        outcome: op.state,
+        completed_at: now,
+        api_version: reg.api_version,
+        request_identity: op.request_identity.clone(),
+        state: CallbackState::Pending,
+        next_attempt_at: now,
+        lease_until: None,
+        attempts: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    }))))
+}
+
+/// The status and OSB error body the synchronous call would have answered for a failed operation.
+pub(super) fn failure_body(op: &Operation) -> (u16, crate::model::responses::ErrorBody) {
+    let description = op
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("{} failed", op.kind.as_str()));
+    let err = ApiError::from(BrokerError::BackendFailed(description));
+    let (status, mut body) = err.osb_parts();
+    body.instance_usable = op.instance_usable;
+    body.update_repeatable = op.update_repeatable;
+    (status, body)
+}
+
+/// The status of the synchronous call's success: 201 for creations, 200 otherwise.
+pub(super) fn success_status(kind: OperationKind) -> u16 {
+    match kind {
+        OperationKind::Provision | OperationKind::Bind => 201,
+        _ => 200,
+    }
+}
+
+/// The keys of the callbacks a batch of writes creates.
+pub(super) fn created_callbacks(writes: &[Write]) -> Vec<OperationKey> {
+    writes
+        .iter()
+        .filter_map(|w| match (&w.record, w.expected) {
+            (Record::Callback(c), crate::ports::Expected::Absent) => Some(c.key()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Broker {
+    /// After a commit: sends these callbacks' keys to the webhook queue.
+    pub(super) async fn enqueue_callbacks(&self, keys: &[OperationKey]) -> Result<()> {
+        for k in keys {
+            self.enqueue_callback(k, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn enqueue_callback(&self, key: &OperationKey, delay: Duration) -> Result<()> {
+        let body = serde_json::to_string(key)
+            .map_err(|e| BrokerError::BadRequest(format!("cannot encode callback key: {e}")))?;
+        self.webhook_queue.send(body, delay).await?;
+        Ok(())
+    }
+
+    /// Re-enqueues every callback whose delivery is not final (after a restart of the local broker, and
+    /// by the sweep: a message lost between a commit and its send). Duplicates send nothing twice.
+    pub async fn resume_callbacks(&self) -> Result<usize> {
+        let keys = self.store.pending_callbacks().await?;
+        for k in &keys {
+            self.enqueue_callback(k, Duration::ZERO).await?;
+        }
+        Ok(keys.len())
+    }
+}
+
+/// What to do with a webhook-queue message after processing it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryStep {
+    /// Delivery is final (now or before): acknowledge.
+    Finished,
+    /// Not yet: send the message again with this delay (capped at the queue's maximum), then acknowledge.
+    Again(Duration),
+}
+
+/// The webhook sender's side: store, webhook queue, the HTTP sender and the retry policy.
+#[derive(Clone)]
+pub struct WebhookDelivery {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    /// Where a callback's message goes when delivery gives up (the DLQ on AWS); `None` locally.
+    pub dead_letters: Option<Arc<dyn Queue>>,
+    pub sender: Arc<dyn WebhookSender>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+    /// The sender's per-attempt deadline (the lease lasts longer).
+    pub attempt_timeout: Duration,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn final_state(outcome: &AttemptOutcome) -> Option<CallbackState> {
+    match outcome {
+        AttemptOutcome::Delivered { .. } => Some(CallbackState::Delivered),
+        AttemptOutcome::Gone => Some(CallbackState::Gone),
+        AttemptOutcome::BlockedDestination | AttemptOutcome::InvalidUrl => {
+            Some(CallbackState::Blocked)
+        }
+        _ => None,
+    }
+}
+
+impl WebhookDelivery {
+    /// One step of a callback's delivery: at most one attempt.
+    pub async fn deliver(&self, key: &OperationKey) -> Result<DeliveryStep> {
+        for _ in 0..4 {
+            let Some(Versioned {
+                item: cb,
+                mut version,
+            }) = self.store.get_callback(key).await?
+            else {
+                tracing::warn!("message for an unknown callback; dropped");
+                return Ok(DeliveryStep::Finished);
+            };
+            if cb.state.is_final() {
+                return Ok(DeliveryStep::Finished);
+            }
+            let now = self.clock.now_ms();
+            if cb.next_attempt_at > now {
+                return Ok(DeliveryStep::Again(Duration::from_millis(
+                    (cb.next_attempt_at - now) as u64,
+                )));
+            }
+            if cb.state == CallbackState::Sending
+                && let Some(until) = cb.lease_until
+                && until > now
+            {
+                // Another sender is attempting right now: look again once its lease is over.
+                return Ok(DeliveryStep::Again(Duration::from_millis((until - now) as u64)));
+            }
+            let body = cb.body.clone().unwrap_or_default();
+            if body.len() > MAX_BODY_BYTES {
+                let mut done = cb.clone();
+                self.finish(&mut done, CallbackState::TooLarge, now);
+                match self.commit(done, version).await {
+                    Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                    r => r?,
+                }
+                tracing::warn!(bytes = body.len(), "webhook body over the cap; not sent");
+                return Ok(DeliveryStep::Finished);
+            }
+            // The lease: one sender per attempt, whatever the queue delivers twice.
+            let mut cb = cb;
+            cb.state = CallbackState::Sending;
+            cb.lease_until = Some(now + ms(self.attempt_timeout + LEASE_SLACK));
+            cb.updated_at = now;
+            match self.commit(cb.clone(), version).await {
+                Err(BrokerError::Store(StoreError::Conflict)) => continue,
+                r => r?,
+            }
+            version += 1;
+            return self.attempt(cb, version, body).await;
+        }
+        Err(BrokerError::Store(StoreError::Conflict))
+    }
+
+    async fn attempt(&self, mut cb: Callback, version: u64, body: String) -> Result<DeliveryStep> {
+        let number = cb.attempts.len() as u32 + 1;
+        let started = self.clock.now_ms();
+        let request = self.request(&cb, number, started, body);
+        let report = self.sender.send(&request).await;
+        let now = self.clock.now_ms();
+        let outcome = &report.outcome;
+        let retry_after = match outcome {
+            AttemptOutcome::HttpStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let first = cb.attempts.first().map_or(started, |a| a.started_at);
+        let elapsed = Duration::from_millis((now - first).max(0) as u64);
+        let (state, next) = match final_state(outcome) {
+            Some(s) => (s, None),
+            None => {
+                let delay = self.retry.next_delay(
+                    number,
+                    retry_after,
+                    elapsed,
+                    &mut rand::rng(),
+                );
+                match delay {
+                    Some(d) => (CallbackState::Retrying, Some(d)),
+                    None => (CallbackState::GaveUp, None),
+                }
+            }
+        };
+        cb.attempts.push(AttemptRecord {
+            number,
+            started_at: started,
+            duration_ms: report.duration.as_millis() as u64,
+            outcome: outcome.as_str().to_owned(),
+            status: outcome.status(),
+            remote_ip: report.remote_ip.map(|ip| ip.to_string()),
+            retry_after_secs: retry_after.map(|d| d.as_secs()),
+            next_attempt_at: next.map(|d| now + ms(d)),
+        });
+        tracing::info!(
+            attempt = number,
+            outcome = outcome.as_str(),
+            status = outcome.status(),
+            duration_ms = report.duration.as_millis() as u64,
+            state = state.as_str(),
+            destination = %crate::webhooks::policy::redacted(&cb.url),
+            "webhook attempt"
+        );
+        let step = match next {
+            Some(d) => {
+                cb.state = CallbackState::Retrying;
+                cb.lease_until = None;
+                cb.next_attempt_at = now + ms(d);
+                cb.updated_at = now;
+                DeliveryStep::Again(d)
+            }
+            None => {
+                self.finish(&mut cb, state, now);
+                DeliveryStep::Finished
+            }
+        };
+        let gave_up = cb.state == CallbackState::GaveUp;
+        let key = cb.key();
+        self.commit(cb, version).await?;
+        if gave_up {
+            tracing::warn!("webhook delivery gave up; the platform must poll last_operation");
+            if let Some(dlq) = &self.dead_letters {
+                let msg = serde_json::to_string(&key).map_err(|e| {
+                    BrokerError::BadRequest(format!("cannot encode callback key: {e}"))
+                })?;
+                dlq.send(msg, Duration::ZERO).await?;
+            }
+        }
+        Ok(step)
+    }
+
+    /// The exact request of one attempt: the stored bytes, both signatures, the identification headers.
+    fn request(&self, cb: &Callback, attempt: u32, now_ms: i64, body: String) -> WebhookRequest {
+        let secret = cb.secret.as_deref().unwrap_or_default().as_bytes();
+        let ts = now_ms / 1000;
+        let id = cb.operation_id.as_str();
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "x-osb-signature".to_owned(),
+                osb_signature(secret, body.as_bytes()),
+            ),
+            ("webhook-id".to_owned(), id.to_owned()),
+            ("webhook-timestamp".to_owned(), ts.to_string()),
+            (
+                "webhook-signature".to_owned(),
+                standard_signature(secret, id, ts, body.as_bytes()),
+            ),
+            ("x-osb-operation".to_owned(), id.to_owned()),
+            ("x-osb-operation-type".to_owned(), cb.kind.as_str().to_owned()),
+            ("x-osb-instance-id".to_owned(), cb.instance_id.to_string()),
+            (
+                "x-osb-state".to_owned(),
+                match cb.outcome {
+                    OperationState::Succeeded => "succeeded",
+                    _ => "failed",
+                }
+                .to_owned(),
+            ),
+            ("x-osb-status".to_owned(), cb.status.to_string()),
+            (
+                "x-osb-completed-at".to_owned(),
+                rfc3339(cb.completed_at).unwrap_or_default(),
+            ),
+            ("x-osb-attempt".to_owned(), attempt.to_string()),
+        ];
+        if let Some(b) = &cb.binding_id {
+            headers.push(("x-osb-binding-id".to_owned(), b.to_string()));
+        }
+        if let Some(v) = &cb.api_version {
+            headers.push(("x-broker-api-version".to_owned(), v.clone()));
+        }
+        if let Some(r) = &cb.request_identity {
+            headers.push(("x-broker-api-request-identity".to_owned(), r.clone()));
+        }
+        WebhookRequest {
+            url: cb.url.clone(),
+            headers,
+            body: bytes::Bytes::from(body),
+        }
+    }
+
+    /// A final outcome: nothing more to send, so the secret and the body go.
+    fn finish(&self, cb: &mut Callback, state: CallbackState, now: i64) {
+        cb.state = state;
+        cb.secret = None;
+        cb.body = None;
+        cb.lease_until = None;
+        cb.updated_at = now;
+    }
+
+    async fn commit(&self, cb: Callback, version: u64) -> Result<()> {
+        self.store
+            .commit(vec![Write::replace(Record::Callback(cb), version)])
+            .await?;
+        Ok(())
+    }
+
+    /// Processes one webhook-queue message (the same contract as `worker::process_message`).
+    pub async fn process_message(&self, body: &str) -> Result<()> {
+        let key: OperationKey = match serde_json::from_str(body) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable webhook message; dropped");
+                return Ok(());
+            }
+        };
+        let span = tracing::info_span!("webhook", operation = %key.operation_id, tenant = %key.tenant);
+        async {
+            match self.deliver(&key).await? {
+                DeliveryStep::Finished => Ok(()),
+                DeliveryStep::Again(delay) => Ok(self
+                    .queue
+                    .send(body.to_owned(), delay.min(MAX_DELAY))
+                    .await?),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs `concurrency` consumers of the webhook queue until the task is dropped (local mode).
+    pub async fn run(self: Arc<Self>, concurrency: usize) {
+        let visibility = self.attempt_timeout + LEASE_SLACK;
+        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        loop {
+            let permits = sem.available_permits().max(1);
+            let deliveries = match self
+                .queue
+                .receive(permits.min(10), Duration::from_secs(1), visibility)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook queue receive failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            for d in deliveries {
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    match this.process_message(&d.body).await {
+                        Ok(()) => {
+                            if let Err(e) = this.queue.ack(&d.receipt).await {
+                                tracing::error!(error = %e, "webhook message ack failed");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhook processing failed; it will be retried")
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
