@@ -22,6 +22,7 @@ macro_rules! store_contract {
             tenants_do_not_share_ids,
             unfinished_operations_are_listed_until_final,
             concurrent_writers_of_one_version_have_one_winner,
+            callbacks_round_trip_and_are_pending_until_final,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

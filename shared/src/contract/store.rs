@@ -291,3 +291,70 @@ pub async fn concurrent_writers_of_one_version_have_one_winner(store: Arc<dyn St
     let got = store.get_instance("t1", &iid("i1")).await.unwrap().unwrap();
     assert_eq!(got.version, 2);
 }
+
+pub fn callback(tenant: &str, instance_id: &str, op: &str) -> Callback {
+    Callback {
+        tenant: tenant.into(),
+        instance_id: iid(instance_id),
+        binding_id: None,
+        operation_id: OperationId::parse(op).unwrap(),
+        kind: OperationKind::Provision,
+        url: "https://receiver.example/hook?token=t".into(),
+        secret: Some("0123456789abcdef0123456789abcdef".into()),
+        body: Some(r#"{"dashboard_url":"https://dash.example/i/1"}"#.into()),
+        status: 201,
+        outcome: OperationState::Succeeded,
+        completed_at: 5,
+        api_version: Some("2.17".into()),
+        request_identity: None,
+        state: CallbackState::Pending,
+        next_attempt_at: 5,
+        lease_until: None,
+        attempts: Vec::new(),
+        created_at: 5,
+        updated_at: 5,
+    }
+}
+
+/// Callbacks sit beside their operation (same partition, own key), round-trip exactly (the body's
+/// bytes included), and are listed as pending until their delivery is final.
+pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Store>) {
+    let o = operation("t1", "i1", "op1");
+    let c1 = callback("t1", "i1", "op1");
+    let c2 = callback("t2", "i2", "op2");
+    assert_eq!(store.get_callback(&o.key()).await.unwrap(), None);
+    store
+        .commit(vec![
+            Write::create(Record::Operation(o.clone())),
+            Write::create(Record::Callback(c1.clone())),
+            Write::create(Record::Callback(c2.clone())),
+        ])
+        .await
+        .unwrap();
+    let got = store.get_callback(&o.key()).await.unwrap().unwrap();
+    assert_eq!((got.item.clone(), got.version), (c1.clone(), 1));
+    // The operation is still read as an operation, and the operations index lists only operations.
+    assert_eq!(store.get_operation(&o.key()).await.unwrap().unwrap().item, o);
+    assert_eq!(store.unfinished_operations().await.unwrap(), vec![o.key()]);
+    let mut pending = store.pending_callbacks().await.unwrap();
+    pending.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
+    assert_eq!(pending, vec![c1.key(), c2.key()]);
+    // Creating it twice conflicts (a duplicate finalize cannot make a second callback).
+    assert_eq!(
+        store
+            .commit(vec![Write::create(Record::Callback(c1.clone()))])
+            .await,
+        Err(StoreError::Conflict)
+    );
+    let mut delivered = c1.clone();
+    delivered.state = CallbackState::Delivered;
+    delivered.secret = None;
+    delivered.body = None;
+    store
+        .commit(vec![Write::replace(Record::Callback(delivered.clone()), 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.pending_callbacks().await.unwrap(), vec![c2.key()]);
+    let got = store.get_callback(&o.key()).await.unwrap().unwrap();
+    assert_eq!((got.item, got.version), (delivered, 2));
+}
