@@ -19,6 +19,7 @@ pub mod model;
 pub mod ports;
 pub mod records;
 pub mod tenants;
+pub mod webhooks;
 
 /// Contract suites every store and queue adapter must pass (see `store_contract!`, `queue_contract!`).
 pub mod contract;
