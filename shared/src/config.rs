@@ -52,18 +52,19 @@ pub struct BrokerConfig {
     /// SQLite durability: `normal` (survives process crashes) or `full` (also power loss).
     #[serde(default)]
     pub synchronous: Synchronous,
-    /// Webhook callbacks: which URLs are allowed, timeouts, retries (`[webhooks]`).
+    /// Which webhook URLs a request may register (`[webhooks]`: `allow_http`, ports, `allow_loopback`).
     #[serde(default)]
-    pub webhooks: WebhookSettings,
+    pub webhooks: crate::webhooks::WebhookPolicy,
+    /// How callbacks are sent: timeouts, concurrency and the retry schedule (`[webhook_delivery]`).
+    #[serde(default)]
+    pub webhook_delivery: WebhookSettings,
 }
 
-/// The `[webhooks]` section: the URL policy (flattened: `allow_http`, ports, …), the sender's timeouts
-/// and concurrency, and the retry schedule (`[webhooks.retry]`).
+/// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
+/// (`[webhook_delivery.retry]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
-    #[serde(flatten)]
-    pub policy: crate::webhooks::policy::WebhookPolicy,
     #[serde(default)]
     pub retry: crate::webhooks::schedule::RetryPolicy,
     /// Connect timeout of one attempt.
@@ -90,7 +91,6 @@ fn default_senders() -> usize {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
-            policy: Default::default(),
             retry: Default::default(),
             connect_timeout_ms: default_connect_timeout_ms(),
             timeout_ms: default_attempt_timeout_ms(),
@@ -123,7 +123,8 @@ impl Default for BrokerConfig {
             body_limit_bytes: default_body_limit(),
             workers: default_workers(),
             synchronous: Synchronous::default(),
-            webhooks: WebhookSettings::default(),
+            webhooks: Default::default(),
+            webhook_delivery: WebhookSettings::default(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum StartError {
     Tenants(#[from] TenantError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookPolicyError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
 }
@@ -47,7 +49,12 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),
-        webhook_policy: Arc::new(config.webhooks.policy.clone()),
+        webhook_policy: Arc::new(
+            config
+                .webhooks
+                .clone()
+                .validate_for(crate::webhooks::Deployment::Local)?,
+        ),
     });
     let state = AppState::new(broker.clone(), tenants, config.body_limit_bytes);
     Ok(Embedded {

@@ -32,6 +32,8 @@ pub enum AwsStartError {
     Secret(#[from] tenants::TenantSecretError),
     #[error("invalid tenants: {0}")]
     Tenants(#[from] crate::tenants::TenantError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookPolicyError),
 }
 
 /// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
@@ -50,17 +52,18 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(SqsQueue::new(sqs, cfg.webhook_queue_url.clone())),
-        webhook_policy: Arc::new(webhook_policy(cfg)),
+        webhook_policy: Arc::new(webhook_policy(cfg)?),
     }))
 }
 
 /// The webhook URL policy on AWS: the defaults (https, public addresses, ports 443/8443), plain http
 /// only when `OSB_WEBHOOK_ALLOW_HTTP=true`. Loopback is never allowed here.
-pub fn webhook_policy(cfg: &AwsConfig) -> crate::webhooks::policy::WebhookPolicy {
-    crate::webhooks::policy::WebhookPolicy {
-        allow_http: cfg.webhook_allow_http,
-        ..Default::default()
-    }
+pub fn webhook_policy(
+    cfg: &AwsConfig,
+) -> Result<crate::webhooks::WebhookPolicy, crate::webhooks::WebhookPolicyError> {
+    let mut policy = crate::webhooks::WebhookPolicy::default();
+    policy.allow_http = cfg.webhook_allow_http;
+    policy.validate_for(crate::webhooks::Deployment::Aws)
 }
 
 /// The API's state: the broker plus the tenants read from Secrets Manager.
