@@ -133,6 +133,13 @@ pub enum WebhookInputError {
 }
 
 impl WebhookPolicy {
+    /// The same policy with `http://` URLs accepted (on `http_ports`). Outside this module the loopback fields
+    /// are private, so struct-update syntax (`..Default::default()`) does not compile there: use this.
+    pub fn allowing_http(mut self) -> Self {
+        self.allow_http = true;
+        self
+    }
+
     /// Turns the loopback escape hatch on: `127.0.0.0/8` and `::1` (only those) become reachable on any port,
     /// and `localhost` names are accepted. **For the local runner and tests only**; the AWS wiring's
     /// [`validate_for`](Self::validate_for) refuses such a policy.
