@@ -224,8 +224,8 @@ impl WebhookPolicy {
             }
         };
         // `https:x` and `https:///x` parse as `https://x/`; demand exactly `scheme://` followed by the host.
-        let rest = &raw[scheme.len() + 1..];
-        if !rest.starts_with("//") || rest[2..].starts_with('/') {
+        let rest = raw.get(scheme.len() + 1..).unwrap_or_default();
+        if !rest.starts_with("//") || rest.get(2..).is_none_or(|r| r.starts_with('/')) {
             return Err(WebhookInputError::Malformed);
         }
         if !url.username().is_empty() || url.password().is_some() {
