@@ -133,6 +133,13 @@ pub enum WebhookInputError {
 }
 
 impl WebhookPolicy {
+    /// The same policy with `http://` URLs accepted (on `http_ports`). Outside this module the loopback fields
+    /// are private, so struct-update syntax (`..Default::default()`) does not compile there: use this.
+    pub fn allowing_http(mut self) -> Self {
+        self.allow_http = true;
+        self
+    }
+
     /// Turns the loopback escape hatch on: `127.0.0.0/8` and `::1` (only those) become reachable on any port,
     /// and `localhost` names are accepted. **For the local runner and tests only**; the AWS wiring's
     /// [`validate_for`](Self::validate_for) refuses such a policy.
@@ -217,8 +224,8 @@ impl WebhookPolicy {
             }
         };
         // `https:x` and `https:///x` parse as `https://x/`; demand exactly `scheme://` followed by the host.
-        let rest = &raw[scheme.len() + 1..];
-        if !rest.starts_with("//") || rest[2..].starts_with('/') {
+        let rest = raw.get(scheme.len() + 1..).unwrap_or_default();
+        if !rest.starts_with("//") || rest.get(2..).is_none_or(|r| r.starts_with('/')) {
             return Err(WebhookInputError::Malformed);
         }
         if !url.username().is_empty() || url.password().is_some() {
