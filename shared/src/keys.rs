@@ -140,7 +140,10 @@ mod tests {
         assert!(unfinished_shard(&key).starts_with("U#"));
         assert_eq!(parse_operation_key(&pk, "B#x"), None);
         let (cpk, csk) = callback_key(&key);
-        assert_eq!((cpk.as_str(), csk.as_str()), ("T#cf-1#I#i-1.a", "W#01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert_eq!(
+            (cpk.as_str(), csk.as_str()),
+            ("T#cf-1#I#i-1.a", "W#01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        );
         assert_eq!(parse_callback_key(&cpk, &csk), Some(key.clone()));
         assert_eq!(parse_operation_key(&cpk, &csk), None);
     }

@@ -15,8 +15,7 @@ use crate::ports::{
     WebhookSender, Write,
 };
 use crate::records::{
-    AttemptRecord, Callback, CallbackState, Operation, OperationKey, OperationKind,
-    OperationState,
+    AttemptRecord, Callback, CallbackState, Operation, OperationKey, OperationKind, OperationState,
 };
 use crate::webhooks::schedule::RetryPolicy;
 use crate::webhooks::sign::{osb_signature, standard_signature};
@@ -191,7 +190,9 @@ impl WebhookDelivery {
                 && until > now
             {
                 // Another sender is attempting right now: look again once its lease is over.
-                return Ok(DeliveryStep::Again(Duration::from_millis((until - now) as u64)));
+                return Ok(DeliveryStep::Again(Duration::from_millis(
+                    (until - now) as u64,
+                )));
             }
             let body = cb.body.clone().unwrap_or_default();
             if body.len() > MAX_BODY_BYTES {
@@ -235,12 +236,9 @@ impl WebhookDelivery {
         let (state, next) = match final_state(outcome) {
             Some(s) => (s, None),
             None => {
-                let delay = self.retry.next_delay(
-                    number,
-                    retry_after,
-                    elapsed,
-                    &mut rand::rng(),
-                );
+                let delay = self
+                    .retry
+                    .next_delay(number, retry_after, elapsed, &mut rand::rng());
                 match delay {
                     Some(d) => (CallbackState::Retrying, Some(d)),
                     None => (CallbackState::GaveUp, None),
@@ -312,7 +310,10 @@ impl WebhookDelivery {
                 standard_signature(secret, id, ts, body.as_bytes()),
             ),
             ("x-osb-operation".to_owned(), id.to_owned()),
-            ("x-osb-operation-type".to_owned(), cb.kind.as_str().to_owned()),
+            (
+                "x-osb-operation-type".to_owned(),
+                cb.kind.as_str().to_owned(),
+            ),
             ("x-osb-instance-id".to_owned(), cb.instance_id.to_string()),
             (
                 "x-osb-state".to_owned(),
@@ -370,7 +371,8 @@ impl WebhookDelivery {
                 return Ok(());
             }
         };
-        let span = tracing::info_span!("webhook", operation = %key.operation_id, tenant = %key.tenant);
+        let span =
+            tracing::info_span!("webhook", operation = %key.operation_id, tenant = %key.tenant);
         async {
             match self.deliver(&key).await? {
                 DeliveryStep::Finished => Ok(()),
@@ -427,5 +429,6 @@ impl WebhookDelivery {
 
 fn rfc3339(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }

@@ -6,8 +6,8 @@
 use super::Broker;
 use super::instances::apply_change;
 use super::webhooks::{callback_on_finish, created_callbacks, failure_body, success_status};
-use crate::model::responses::ProvisionResponse;
 use crate::error::{BrokerError, Result};
+use crate::model::responses::ProvisionResponse;
 use crate::ports::backend::{Done, InstanceResult};
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{BackendOutcome, Queue, Record, StoreError, Versioned, Write};
@@ -205,9 +205,9 @@ impl Broker {
         op.finish(state, description, now);
         let callback = if succeeded {
             {
-            let status = success_status(op.kind);
-            callback_on_finish(&mut op, status, &success_body, now)?
-        }
+                let status = success_status(op.kind);
+                callback_on_finish(&mut op, status, &success_body, now)?
+            }
         } else {
             let (status, body) = failure_body(&op);
             callback_on_finish(&mut op, status, &body, now)?

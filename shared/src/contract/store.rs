@@ -334,7 +334,10 @@ pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Sto
     let got = store.get_callback(&o.key()).await.unwrap().unwrap();
     assert_eq!((got.item.clone(), got.version), (c1.clone(), 1));
     // The operation is still read as an operation, and the operations index lists only operations.
-    assert_eq!(store.get_operation(&o.key()).await.unwrap().unwrap().item, o);
+    assert_eq!(
+        store.get_operation(&o.key()).await.unwrap().unwrap().item,
+        o
+    );
     assert_eq!(store.unfinished_operations().await.unwrap(), vec![o.key()]);
     let mut pending = store.pending_callbacks().await.unwrap();
     pending.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
