@@ -1,4 +1,4 @@
-//! The local broker: every role (API, operations worker) in one process on the embedded store and the
+//! The local broker: every role (API, operations worker, webhook sender) in one process on the embedded store and the
 //! in-process queue. `osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]`.
 
 use anyhow::{Context, bail};
@@ -49,6 +49,16 @@ async fn main() -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished operations");
     }
+    let callbacks = embedded.broker.resume_callbacks().await?;
+    if callbacks > 0 {
+        tracing::info!(callbacks, "resumed pending webhook callbacks");
+    }
+    tokio::spawn(
+        embedded
+            .webhooks
+            .clone()
+            .run(cfg.webhook_delivery.senders),
+    );
     tokio::spawn(run_workers(
         embedded.broker.clone(),
         cfg.workers,
@@ -63,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(redriven = n, "re-drove stalled operations"),
                 Err(e) => tracing::error!(error = %e, "sweep of stalled operations failed"),
+            }
+            if let Err(e) = sweeper.sweep_callbacks().await {
+                tracing::error!(error = %e, "sweep of stalled webhook callbacks failed");
             }
         }
     });

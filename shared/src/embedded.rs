@@ -4,6 +4,7 @@
 use crate::adapters::{MemoryQueue, SqliteStore};
 use crate::backends::simulated::SimulatedBackend;
 use crate::broker::Broker;
+use crate::broker::webhooks::WebhookDelivery;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::http::AppState;
 use crate::ports::{Clock, StoreError, SystemClock, UlidGenerator};
@@ -20,6 +21,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::WebhookPolicyError),
+    #[error("cannot build the webhook sender: {0}")]
+    WebhookSender(#[from] crate::webhooks::SenderBuildError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
 }
@@ -27,6 +30,8 @@ pub enum StartError {
 /// The assembled embedded broker.
 pub struct Embedded {
     pub broker: Arc<Broker>,
+    /// The webhook sender's side, consuming the broker's in-process webhook queue.
+    pub webhooks: Arc<WebhookDelivery>,
     pub state: AppState,
     /// Whether the generated demo tenant is in use (its password is in the data directory).
     pub demo_tenant: Option<crate::tenants::TenantConfig>,
@@ -41,6 +46,10 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let store = SqliteStore::open(config.data_dir.join("broker.db"), config.synchronous)?;
+    let policy = config
+        .webhooks
+        .clone()
+        .validate_for(crate::webhooks::Deployment::Local)?;
     let broker = Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(store),
@@ -49,16 +58,18 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),
-        webhook_policy: Arc::new(
-            config
-                .webhooks
-                .clone()
-                .validate_for(crate::webhooks::Deployment::Local)?,
-        ),
+        webhook_policy: Arc::new(policy.clone()),
     });
+    let webhooks = Arc::new(WebhookDelivery::over_http(
+        &broker,
+        policy,
+        &config.webhook_delivery,
+        None,
+    )?);
     let state = AppState::new(broker.clone(), tenants, config.body_limit_bytes);
     Ok(Embedded {
         broker,
+        webhooks,
         state,
         demo_tenant: demo.then(|| tenant_configs.into_iter().next()).flatten(),
     })

@@ -711,3 +711,19 @@ async fn bad_webhook_registrations_are_refused_before_anything_is_created() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(e.take_messages().await.is_empty());
 }
+
+#[tokio::test]
+async fn the_sweep_re_drives_a_callback_whose_message_was_lost() {
+    let e = env(vec![]);
+    let r = e.provision_with_hook("wh-sweep", STANDARD, json!({})).await;
+    let key = e.h.key("cf1", "wh-sweep", &r.body["operation"]);
+    e.h.complete(&key, 20).await;
+    assert_eq!(e.take_messages().await, vec![key.clone()], "then lost");
+    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 0, "within the grace");
+    e.h.clock.advance(Duration::from_secs(301));
+    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 1);
+    assert_eq!(e.take_messages().await, vec![key.clone()]);
+    e.delivery.deliver(&key).await.unwrap();
+    e.h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 0, "delivered");
+}

@@ -24,8 +24,9 @@ pub async fn handle_event(
             .map_err(|e| osb_broker::error::BrokerError::BadRequest(e.to_string()));
     }
     let redriven = broker.sweep_stalled().await?;
-    tracing::info!(redriven, "sweep of stalled operations done");
-    Ok(serde_json::json!({ "redriven": redriven }))
+    let callbacks = broker.sweep_callbacks().await?;
+    tracing::info!(redriven, callbacks, "sweep of stalled operations and webhook callbacks done");
+    Ok(serde_json::json!({ "redriven": redriven, "callbacks_redriven": callbacks }))
 }
 
 pub async fn handle_batch(broker: Arc<Broker>, event: SqsEvent) -> SqsBatchResponse {

@@ -763,7 +763,7 @@ async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
     let out = osb_worker::handle_event(e.broker.clone(), sweep.clone())
         .await
         .unwrap();
-    assert_eq!(out, json!({"redriven": 0}));
+    assert_eq!(out, json!({"redriven": 0, "callbacks_redriven": 0}));
     // Ten minutes later (a broker whose clock is ahead): the sweep re-drives it, and the worker finishes it.
     let mut later = (*e.broker).clone();
     let clock = osb_broker::ports::ManualClock::new(
@@ -774,7 +774,7 @@ async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
     let out = osb_worker::handle_event(later.clone(), sweep)
         .await
         .unwrap();
-    assert_eq!(out, json!({"redriven": 1}));
+    assert_eq!(out, json!({"redriven": 1, "callbacks_redriven": 0}));
     let (s, b) = e
         .settle("cf1", "/v2/service_instances/lost/last_operation")
         .await;

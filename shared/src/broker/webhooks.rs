@@ -115,6 +115,29 @@ impl Broker {
         Ok(())
     }
 
+    /// Re-enqueues the pending callbacks whose message seems lost: due (or their sender's lease over) for
+    /// longer than the stall grace. The scheduled sweep runs it; duplicates send nothing twice.
+    pub async fn sweep_callbacks(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let grace = super::worker::STALL_GRACE.as_millis() as i64;
+        let mut redriven = 0;
+        for key in self.store.pending_callbacks().await? {
+            let Some(cb) = self.store.get_callback(&key).await? else {
+                continue;
+            };
+            let due = match cb.item.state {
+                CallbackState::Sending => cb.item.lease_until.unwrap_or(cb.item.next_attempt_at),
+                _ => cb.item.next_attempt_at,
+            };
+            if !cb.item.state.is_final() && now - due > grace {
+                tracing::warn!(operation = %key.operation_id, "stalled webhook callback re-driven");
+                self.enqueue_callback(&key, Duration::ZERO).await?;
+                redriven += 1;
+            }
+        }
+        Ok(redriven)
+    }
+
     /// Re-enqueues every callback whose delivery is not final (after a restart of the local broker, and
     /// by the sweep: a message lost between a commit and its send). Duplicates send nothing twice.
     pub async fn resume_callbacks(&self) -> Result<usize> {
@@ -165,6 +188,35 @@ fn final_state(outcome: &AttemptOutcome) -> Option<CallbackState> {
 }
 
 impl WebhookDelivery {
+    /// The delivery side of a broker: its store, webhook queue and clock, a guarded HTTP sender with this
+    /// policy and the configured timeouts, and the retry schedule.
+    #[cfg(feature = "webhook-sender")]
+    pub fn over_http(
+        broker: &Broker,
+        policy: crate::webhooks::WebhookPolicy,
+        settings: &crate::config::WebhookSettings,
+        dead_letters: Option<Arc<dyn Queue>>,
+    ) -> std::result::Result<Self, crate::webhooks::SenderBuildError> {
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let sender = crate::webhooks::HttpSender::new(
+            policy,
+            crate::webhooks::SenderConfig {
+                connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+                timeout,
+                ..Default::default()
+            },
+        )?;
+        Ok(WebhookDelivery {
+            store: broker.store.clone(),
+            queue: broker.webhook_queue.clone(),
+            dead_letters,
+            sender: Arc::new(sender),
+            clock: broker.clock.clone(),
+            retry: settings.retry.clone(),
+            attempt_timeout: timeout,
+        })
+    }
+
     /// One step of a callback's delivery: at most one attempt.
     pub async fn deliver(&self, key: &OperationKey) -> Result<DeliveryStep> {
         for _ in 0..4 {
