@@ -53,12 +53,7 @@ async fn main() -> anyhow::Result<()> {
     if callbacks > 0 {
         tracing::info!(callbacks, "resumed pending webhook callbacks");
     }
-    tokio::spawn(
-        embedded
-            .webhooks
-            .clone()
-            .run(cfg.webhook_delivery.senders),
-    );
+    tokio::spawn(embedded.webhooks.clone().run(cfg.webhook_delivery.senders));
     tokio::spawn(run_workers(
         embedded.broker.clone(),
         cfg.workers,

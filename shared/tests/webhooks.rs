@@ -719,7 +719,11 @@ async fn the_sweep_re_drives_a_callback_whose_message_was_lost() {
     let key = e.h.key("cf1", "wh-sweep", &r.body["operation"]);
     e.h.complete(&key, 20).await;
     assert_eq!(e.take_messages().await, vec![key.clone()], "then lost");
-    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 0, "within the grace");
+    assert_eq!(
+        e.h.broker.sweep_callbacks().await.unwrap(),
+        0,
+        "within the grace"
+    );
     e.h.clock.advance(Duration::from_secs(301));
     assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 1);
     assert_eq!(e.take_messages().await, vec![key.clone()]);

@@ -3,10 +3,9 @@
 //! (`ReportBatchItemFailures`) so SQS redelivers just those; and the scheduled sweep (an EventBridge
 //! event) that re-drives operations whose message was lost.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use osb_broker::broker::Broker;
 use osb_broker::broker::worker::process_message;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Dispatches an invocation: an SQS event (has `Records`) or the scheduled sweep (anything else, e.g. an
@@ -25,47 +24,18 @@ pub async fn handle_event(
     }
     let redriven = broker.sweep_stalled().await?;
     let callbacks = broker.sweep_callbacks().await?;
-    tracing::info!(redriven, callbacks, "sweep of stalled operations and webhook callbacks done");
+    tracing::info!(
+        redriven,
+        callbacks,
+        "sweep of stalled operations and webhook callbacks done"
+    );
     Ok(serde_json::json!({ "redriven": redriven, "callbacks_redriven": callbacks }))
 }
 
 pub async fn handle_batch(broker: Arc<Broker>, event: SqsEvent) -> SqsBatchResponse {
-    let ids: Vec<String> = event
-        .records
-        .iter()
-        .map(|r| r.message_id.clone().unwrap_or_default())
-        .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for record in event.records {
+    osb_broker::aws::batch::handle_sqs_batch(event, |body| {
         let broker = broker.clone();
-        tasks.spawn(async move {
-            let id = record.message_id.unwrap_or_default();
-            let body = record.body.unwrap_or_default();
-            match process_message(&broker, &body).await {
-                Ok(()) => Some(id),
-                Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "operation step failed; SQS will redeliver it");
-                    None
-                }
-            }
-        });
-    }
-    let mut succeeded = HashSet::new();
-    while let Some(done) = tasks.join_next().await {
-        // A panicked task leaves its id out of `succeeded`: it is reported as failed.
-        if let Ok(Some(id)) = done {
-            succeeded.insert(id);
-        }
-    }
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = ids
-        .into_iter()
-        .filter(|id| !succeeded.contains(id))
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    response
+        async move { process_message(&broker, &body).await }
+    })
+    .await
 }

@@ -1,12 +1,14 @@
 //! AWS adapters of the ports: DynamoDB store (single table), SQS queue, tenants from Secrets Manager,
 //! and the typed configuration of the Lambda functions, read once from the environment.
 
+pub mod batch;
 pub mod config;
 pub mod dynamodb;
 pub mod sqs;
 pub mod tenants;
 pub mod testing;
 
+pub use aws_sdk_sqs::Client as SqsClient;
 pub use config::AwsConfig;
 pub use dynamodb::DynamoStore;
 pub use sqs::SqsQueue;
@@ -34,6 +36,8 @@ pub enum AwsStartError {
     Tenants(#[from] crate::tenants::TenantError),
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::WebhookPolicyError),
+    #[error("cannot build the webhook sender: {0}")]
+    Sender(String),
 }
 
 /// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
