@@ -1,5 +1,5 @@
 # SAM's `BuildMethod: makefile` entry points: `sam build` runs `make build-<LogicalId>` with ARTIFACTS_DIR set,
-# once per function. Both targets depend on one `cargo lambda build` of the two binaries, so the workspace
+# once per function. All targets depend on one `cargo lambda build` of the three binaries, so the workspace
 # (AWS SDK included) is compiled once: the first target builds, the second finds everything fresh in target/
 # and only copies (cargo's lock on target/ also serialises `sam build --parallel`). Needs `cargo lambda` and
 # zig on PATH (scripts/aws/tools.sh; PATH="$PWD/.venv-aws/bin:$PATH") and `build_in_source` (samconfig.toml),
@@ -13,18 +13,22 @@ CATALOG_FILE ?= shared/catalog/demo.json
 # Relative catalog paths are relative to the repository root.
 CATALOG := $(if $(filter /%,$(CATALOG_FILE)),$(CATALOG_FILE),$(ROOT)/$(CATALOG_FILE))
 
-.PHONY: lambda-binaries build-ApiFunction build-WorkerFunction
+.PHONY: lambda-binaries build-ApiFunction build-WorkerFunction build-WebhookFunction
 
 # Profile `release-lambda` (Cargo.toml): release, optimised for size. Without default features the API carries no
-# embedded store (it runs on DynamoDB + SQS only), which keeps both packages under 10 MB.
+# embedded store (it runs on DynamoDB + SQS only) and no HTTP client (only the webhook sender has one), which
+# keeps every package under 10 MB.
 lambda-binaries:
-	cd "$(ROOT)" && $(CARGO_LAMBDA) build --profile release-lambda --arm64 --locked -p osb-api -p osb-worker --no-default-features
+	cd "$(ROOT)" && $(CARGO_LAMBDA) build --profile release-lambda --arm64 --locked -p osb-api -p osb-worker -p osb-webhooks --no-default-features
 
 build-ApiFunction: lambda-binaries
 	$(call package,api)
 
 build-WorkerFunction: lambda-binaries
 	$(call package,worker)
+
+build-WebhookFunction: lambda-binaries
+	$(call package,webhooks)
 
 # $(1): binary name. The bootstrap and the catalog (OSB_CATALOG_FILE=/var/task/catalog.json) go into the zip.
 define package

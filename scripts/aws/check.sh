@@ -34,7 +34,7 @@ step "template contract (scripts/aws/check_template.py)"
 python3 scripts/aws/check_template.py
 done_step
 
-step "cargo lambda build --profile release-lambda --arm64 (api + worker, one build)"
+step "cargo lambda build --profile release-lambda --arm64 (api + worker + webhooks, one build)"
 make --no-print-directory lambda-binaries
 done_step
 
@@ -52,7 +52,7 @@ from pathlib import Path
 built = Path(sys.argv[1])
 EM_AARCH64 = 183
 ok = True
-for binary, function in (("api", "ApiFunction"), ("worker", "WorkerFunction")):
+for binary, function in (("api", "ApiFunction"), ("worker", "WorkerFunction"), ("webhooks", "WebhookFunction")):
     for path in (Path("target/lambda") / binary / "bootstrap", built / function / "bootstrap"):
         data = path.read_bytes() if path.is_file() else b""
         problems = []
@@ -75,9 +75,15 @@ for binary, function in (("api", "ApiFunction"), ("worker", "WorkerFunction")):
     except (OSError, ValueError, KeyError) as e:
         print(f"    {catalog}: not a catalog ({e})")
         ok = False
-api, worker = (built / f / "bootstrap" for f in ("ApiFunction", "WorkerFunction"))
-if api.is_file() and worker.is_file() and api.read_bytes() == worker.read_bytes():
-    print("    ApiFunction and WorkerFunction got the same bootstrap")
+boots = [built / f / "bootstrap" for f in ("ApiFunction", "WorkerFunction", "WebhookFunction")]
+contents = [b.read_bytes() for b in boots if b.is_file()]
+if len(set(contents)) != len(contents):
+    print("    two functions got the same bootstrap")
+    ok = False
+# Only the webhook sender carries an HTTP client for platform URLs (reqwest); the API must not.
+api_boot = built / "ApiFunction" / "bootstrap"
+if api_boot.is_file() and b"reqwest" in api_boot.read_bytes():
+    print("    ApiFunction contains reqwest: the webhook sender's HTTP client leaked into the API")
     ok = False
 sys.exit(0 if ok else 1)
 EOF

@@ -49,28 +49,45 @@ for name, fn in functions.items():
     check(re.search(rf"^build-{name}:", makefile, re.M) is not None, f"Makefile has no build-{name} target")
     check("Role" in fn.get("Properties", {}), f"{name}: needs its own least-privilege Role")
 
-# Environment: every variable the Rust config names is set (OSB_TENANTS_SECRET_ID at least on the API).
+# Environment: every variable the Rust config names is set (OSB_TENANTS_SECRET_ID at least on the API;
+# OSB_WEBHOOK_DLQ_URL on the webhook sender, the only one that moves messages there).
 config_rs = ROOT / "shared/src/aws/config.rs"
 env_names = set(re.findall(r'pub const \w+: &str = "(OSB_[A-Z_]+)";', config_rs.read_text()))
 check(bool(env_names), f"no OSB_* variable names found in {config_rs.relative_to(ROOT)}")
 global_env = glob.get("Environment", {}).get("Variables", {})
 api_env = {**global_env, **functions["ApiFunction"]["Properties"].get("Environment", {}).get("Variables", {})}
-for var in sorted(env_names - set(api_env)):
+for var in sorted(env_names - set(api_env) - {"OSB_WEBHOOK_DLQ_URL"}):
     problems.append(f"ApiFunction: environment variable {var} (shared/src/aws/config.rs) is not set")
+webhook_env = functions.get("WebhookFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+check(ref_name(webhook_env.get("OSB_WEBHOOK_DLQ_URL")) == "WebhookDeadLetterQueue",
+      "WebhookFunction: OSB_WEBHOOK_DLQ_URL must be the webhook dead-letter queue")
 check(api_env.get("OSB_CATALOG_FILE") == "/var/task/catalog.json", "OSB_CATALOG_FILE must be /var/task/catalog.json")
 
-# Worker: partial batch responses, and the queue's visibility timeout >= 6 x timeout + batching window.
+# SQS consumers: partial batch responses, and the queue's visibility timeout >= 6 x timeout + batching window.
 worker = functions["WorkerFunction"]
-sqs_events = [e for e in worker["Properties"].get("Events", {}).values() if e["Type"] == "SQS"]
-check(len(sqs_events) == 1, "WorkerFunction needs exactly one SQS event")
-for event in sqs_events:
-    p = event["Properties"]
-    check(p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"],
-          "WorkerFunction SQS event: FunctionResponseTypes must be [ReportBatchItemFailures]")
-    queue = resources[ref_name(p["Queue"])]
-    need = 6 * int(prop(worker, "Timeout")) + int(p.get("MaximumBatchingWindowInSeconds", 0))
-    have = int(queue["Properties"].get("VisibilityTimeout", 30))
-    check(have >= need, f"{ref_name(p['Queue'])}: VisibilityTimeout {have} < 6 x worker Timeout + window = {need}")
+for fn_name, queue_name in (("WorkerFunction", "OperationsQueue"), ("WebhookFunction", "WebhookQueue")):
+    fn = functions.get(fn_name, {})
+    sqs_events = [e for e in fn.get("Properties", {}).get("Events", {}).values() if e["Type"] == "SQS"]
+    check(len(sqs_events) == 1, f"{fn_name} needs exactly one SQS event")
+    for event in sqs_events:
+        p = event["Properties"]
+        check(ref_name(p["Queue"]) == queue_name, f"{fn_name}: SQS event must read {queue_name}")
+        check(p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"],
+              f"{fn_name} SQS event: FunctionResponseTypes must be [ReportBatchItemFailures]")
+        queue = resources[ref_name(p["Queue"])]
+        need = 6 * int(prop(fn, "Timeout")) + int(p.get("MaximumBatchingWindowInSeconds", 0))
+        have = int(queue["Properties"].get("VisibilityTimeout", 30))
+        check(have >= need, f"{ref_name(p['Queue'])}: VisibilityTimeout {have} < 6 x {fn_name} Timeout + window = {need}")
+
+# The webhook sender reaches platform-chosen URLs: never in a VPC, never with secrets or the operations queue.
+webhook_fn = functions.get("WebhookFunction", {})
+check("VpcConfig" not in webhook_fn.get("Properties", {}) and "VpcConfig" not in glob,
+      "WebhookFunction must not be attached to a VPC (SSRF isolation)")
+webhook_grants = json.dumps(resources.get("WebhookFunctionRole", {}).get("Properties", {}).get("Policies", []))
+for forbidden in ("secretsmanager:", "OperationsQueue", "dynamodb:Query", "TransactWriteItems"):
+    check(forbidden not in webhook_grants, f"WebhookFunctionRole grants {forbidden}: more than delivery needs")
+retention = int(resources["WebhookQueue"]["Properties"].get("MessageRetentionPeriod", 345600))
+check(retention > 30 * 3600, "WebhookQueue: MessageRetentionPeriod must exceed the 30 h retry horizon")
 
 # The scheduled sweep: when the worker handles it, a schedule invokes the worker.
 if "sweep_stalled" in (ROOT / "functions/worker/src/lib.rs").read_text():
@@ -153,9 +170,17 @@ needs = {
                         ("TenantsSecret", "secretsmanager", used["secretsmanager"])],
     "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"]),
                            ("OperationsQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
-                                                                     "GetQueueAttributes"})],
+                                                                     "GetQueueAttributes"}),
+                           ("WebhookQueue", "sqs", {"SendMessage"})],
+    "ApiFunctionRole+": [("WebhookQueue", "sqs", {"SendMessage"})],
+    # A callback is read with GetItem and written with a single conditional PutItem (store commit of one item).
+    "WebhookFunctionRole": [("Table", "dynamodb", {"GetItem", "PutItem"}),
+                            ("WebhookQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
+                                                                   "GetQueueAttributes"}),
+                            ("WebhookDeadLetterQueue", "sqs", {"SendMessage"})],
 }
 for role, wants in needs.items():
+    role = role.rstrip("+")
     for resource, service, actions in wants:
         missing = {f"{service}:{a}" for a in actions} - granted(role, resource)
         check(not missing, f"{role}: {sorted(missing)} on {resource} not granted (called in shared/src/aws/)")
