@@ -109,11 +109,13 @@ def prepare_aws(endpoint):
         BillingMode="PAY_PER_REQUEST",
     )
     url = boto3.client("sqs", **kw).create_queue(QueueName="osb-bench-ops")["QueueUrl"]
+    webhooks = boto3.client("sqs", **kw).create_queue(QueueName="osb-bench-webhooks")["QueueUrl"]
     boto3.client("secretsmanager", **kw).create_secret(
         Name="osb-bench-tenants",
         SecretString=json.dumps({"name": "lambda", "username": "lambda-user", "password": "lambda-pass"}),
     )
-    return {"OSB_TABLE_NAME": "osb-bench", "OSB_OPERATIONS_QUEUE_URL": url, "OSB_TENANTS_SECRET_ID": "osb-bench-tenants"}
+    return {"OSB_TABLE_NAME": "osb-bench", "OSB_OPERATIONS_QUEUE_URL": url, "OSB_WEBHOOK_QUEUE_URL": webhooks,
+            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants"}
 
 
 def run_once(binary, event, env):

@@ -50,6 +50,12 @@ def main() -> None:
         QueueName=f"{NAME}-operations",
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
+    webhook_dlq_url = sqs.create_queue(QueueName=f"{NAME}-webhooks-dlq")["QueueUrl"]
+    webhook_dlq_arn = sqs.get_queue_attributes(QueueUrl=webhook_dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    webhook_queue = sqs.create_queue(
+        QueueName=f"{NAME}-webhooks",
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": webhook_dlq_arn, "maxReceiveCount": "5"})},
+    )["QueueUrl"]
     try:
         secret = sm.describe_secret(SecretId=f"{NAME}-tenants")["ARN"]
     except ClientError:
@@ -64,6 +70,8 @@ def main() -> None:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "OSB_TABLE_NAME": NAME,
         "OSB_OPERATIONS_QUEUE_URL": queue,
+        "OSB_WEBHOOK_QUEUE_URL": webhook_queue,
+        "OSB_WEBHOOK_DLQ_URL": webhook_dlq_url,
         "OSB_TENANTS_SECRET_ID": secret,
         "OSB_CATALOG_FILE": str(ROOT / "shared/catalog/demo.json"),
         "RUST_LOG": "info",

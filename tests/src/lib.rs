@@ -9,6 +9,8 @@
 //! and its last lines are printed when a test fails; `E2E_BROKER_LOG` sets its `RUST_LOG`.
 
 use base64::Engine;
+
+pub mod receiver;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
@@ -165,6 +167,8 @@ fn toml_string(s: &str) -> String {
 pub struct Broker {
     dir: tempfile::TempDir,
     extra: String,
+    /// `RUST_LOG` of the broker process (`E2E_BROKER_LOG` overrides the default `info`).
+    rust_log: String,
     secret: String,
     port: u16,
     child: Option<Child>,
@@ -190,6 +194,7 @@ impl Broker {
         let mut broker = Broker {
             dir,
             extra: config_toml_extra.to_owned(),
+            rust_log: std::env::var("E2E_BROKER_LOG").unwrap_or_else(|_| "info".into()),
             secret,
             port: 0,
             child: None,
@@ -197,6 +202,19 @@ impl Broker {
         };
         broker.launch(None).await;
         broker
+    }
+
+    /// [`Broker::start`] with the broker logging at `rust_log` (e.g. `debug`, to check what logs hold).
+    pub async fn start_logging(config_toml_extra: &str, rust_log: &str) -> Broker {
+        let mut b = Broker::start(config_toml_extra).await;
+        b.rust_log = rust_log.to_owned();
+        b.restart().await;
+        b
+    }
+
+    /// The broker process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// [`Broker::start`] with nothing extra.
@@ -276,10 +294,7 @@ impl Broker {
         let child = Command::new(broker_binary())
             .arg("--config")
             .arg(self.config_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("E2E_BROKER_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -179,25 +179,28 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, notify: Arc<Noti
     };
     notify.notify_waiters();
     let status_line = |code: u16| format!("HTTP/1.1 {code} X\r\n");
-    let result = match reply {
-        Reply::Status(code) => {
-            stream
-                .write_all(
-                    format!("{}content-length: 2\r\nconnection: close\r\n\r\nok", status_line(code))
+    let result =
+        match reply {
+            Reply::Status(code) => {
+                stream
+                    .write_all(
+                        format!(
+                            "{}content-length: 2\r\nconnection: close\r\n\r\nok",
+                            status_line(code)
+                        )
                         .as_bytes(),
-                )
-                .await
-        }
-        Reply::StatusWith(code, extra) => {
-            let mut r = status_line(code);
-            for (k, v) in extra {
-                r.push_str(&format!("{k}: {v}\r\n"));
+                    )
+                    .await
             }
-            r.push_str("content-length: 0\r\nconnection: close\r\n\r\n");
-            stream.write_all(r.as_bytes()).await
-        }
-        Reply::Redirect(code, location) => {
-            stream
+            Reply::StatusWith(code, extra) => {
+                let mut r = status_line(code);
+                for (k, v) in extra {
+                    r.push_str(&format!("{k}: {v}\r\n"));
+                }
+                r.push_str("content-length: 0\r\nconnection: close\r\n\r\n");
+                stream.write_all(r.as_bytes()).await
+            }
+            Reply::Redirect(code, location) => stream
                 .write_all(
                     format!(
                         "{}location: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -205,34 +208,33 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, notify: Arc<Noti
                     )
                     .as_bytes(),
                 )
-                .await
-        }
-        Reply::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(())
-        }
-        Reply::Huge(size) => {
-            let head = format!("{}content-length: {size}\r\n\r\n", status_line(200));
-            let mut r = stream.write_all(head.as_bytes()).await;
-            let block = vec![b'x'; 64 * 1024];
-            let mut left = size;
-            while r.is_ok() && left > 0 {
-                let n = left.min(block.len());
-                r = stream.write_all(&block[..n]).await;
-                left -= n;
+                .await,
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
             }
-            r
-        }
-        Reply::Endless => {
-            let head = format!("{}transfer-encoding: chunked\r\n\r\n", status_line(200));
-            let mut r = stream.write_all(head.as_bytes()).await;
-            let block = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
-            while r.is_ok() {
-                r = stream.write_all(block.as_bytes()).await;
+            Reply::Huge(size) => {
+                let head = format!("{}content-length: {size}\r\n\r\n", status_line(200));
+                let mut r = stream.write_all(head.as_bytes()).await;
+                let block = vec![b'x'; 64 * 1024];
+                let mut left = size;
+                while r.is_ok() && left > 0 {
+                    let n = left.min(block.len());
+                    r = stream.write_all(&block[..n]).await;
+                    left -= n;
+                }
+                r
             }
-            r
-        }
-    };
+            Reply::Endless => {
+                let head = format!("{}transfer-encoding: chunked\r\n\r\n", status_line(200));
+                let mut r = stream.write_all(head.as_bytes()).await;
+                let block = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+                while r.is_ok() {
+                    r = stream.write_all(block.as_bytes()).await;
+                }
+                r
+            }
+        };
     let _ = result;
     let _ = stream.shutdown().await;
 }
