@@ -12,7 +12,10 @@ use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use osb_broker::aws::testing::{moto, unique_name};
 use osb_broker::aws::{self, AwsConfig, SqsQueue};
 use osb_broker::broker::Broker;
+use osb_broker::broker::webhooks::WebhookDelivery;
+use osb_broker::config::WebhookSettings;
 use osb_broker::ports::{Queue, QueueError};
+use osb_broker::webhooks::{RetryPolicy, WebhookPolicy, verify_osb_signature};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +51,8 @@ struct Env {
     router: axum::Router,
     broker: Arc<Broker>,
     queue: SqsQueue,
+    webhook_queue: SqsQueue,
+    webhooks: Arc<WebhookDelivery>,
     calls: Arc<Counter>,
 }
 
@@ -105,7 +110,25 @@ async fn env() -> Env {
     let mut broker = (*state.broker).clone();
     broker.store = Arc::new(aws::DynamoStore::new(dynamo, &table));
     broker.queue = Arc::new(SqsQueue::new(sqs.clone(), &url));
+    broker.webhook_queue = Arc::new(SqsQueue::new(sqs.clone(), &webhook_url));
+    // Test receivers listen on 127.0.0.1: the loopback escape hatch, which only code can turn on (the
+    // Lambda wiring's policy comes from `aws::webhook_policy`, which refuses it).
+    let policy = WebhookPolicy::default()
+        .allowing_http()
+        .allowing_loopback_for_local_mode();
+    broker.webhook_policy = Arc::new(policy.clone());
     let broker = Arc::new(broker);
+    let settings = WebhookSettings {
+        retry: RetryPolicy {
+            delays_secs: vec![1, 1],
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        },
+        connect_timeout_ms: 500,
+        timeout_ms: 800,
+        ..WebhookSettings::default()
+    };
+    let webhooks = Arc::new(WebhookDelivery::over_http(&broker, policy, &settings, None).unwrap());
     let state = osb_broker::http::AppState::new(
         broker.clone(),
         state.tenants.clone(),
@@ -114,7 +137,9 @@ async fn env() -> Env {
     Env {
         router: osb_broker::http::router(state),
         broker,
-        queue: SqsQueue::new(sqs, url),
+        queue: SqsQueue::new(sqs.clone(), url),
+        webhook_queue: SqsQueue::new(sqs, webhook_url),
+        webhooks,
         calls,
     }
 }
@@ -211,6 +236,39 @@ impl Env {
             }
         }
         (deliveries.len(), failed.len())
+    }
+
+    /// One poll of the webhook queue as its Lambda event source does it (see `worker_round`).
+    async fn webhook_round(&self) -> usize {
+        let deliveries = self
+            .webhook_queue
+            .receive(10, Duration::from_millis(200), Duration::from_secs(5))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            return 0;
+        }
+        let records: Vec<Value> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                json!({"messageId": format!("w{n}"), "receiptHandle": d.receipt, "body": d.body,
+                       "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+        let resp = osb_webhooks::handle_batch(self.webhooks.clone(), event).await;
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for (n, d) in deliveries.iter().enumerate() {
+            if !failed.contains(&format!("w{n}")) {
+                self.webhook_queue.ack(&d.receipt).await.unwrap();
+            }
+        }
+        deliveries.len()
     }
 
     /// Runs worker rounds until the `last_operation` at `path` is final (bounded).
@@ -779,4 +837,84 @@ async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
         .settle("cf1", "/v2/service_instances/lost/last_operation")
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_delivered_from_the_webhook_queue_with_retries_and_no_duplicates() {
+    use e2e::receiver::{Receiver, Reply};
+    let e = env().await;
+    let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(200)]).await;
+    let secret = "aws-webhook-secret";
+    let q = format!(
+        "accepts_incomplete=true&webhook={}&secret={secret}",
+        rx.url("/hook")
+    );
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/aws-wh",
+            &q,
+            Some(provision_body(
+                STANDARD,
+                json!({"simulate": {"delay_seconds": 1}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let op = b["operation"].as_str().unwrap().to_owned();
+    let (s, b) = e
+        .settle("cf1", "/v2/service_instances/aws-wh/last_operation")
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    // 500, then the message comes back with its 1 s delay, then 200.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.received().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {:?}",
+            rx.received().len()
+        );
+        e.webhook_round().await;
+    }
+    let got = rx.received();
+    assert_eq!(got[0].body, got[1].body);
+    for (n, d) in got.iter().enumerate() {
+        assert!(verify_osb_signature(
+            secret.as_bytes(),
+            &d.body,
+            d.header("x-osb-signature").unwrap()
+        ));
+        assert_eq!(d.header("webhook-id"), Some(op.as_str()));
+        assert_eq!(
+            d.header("x-osb-attempt"),
+            Some((n + 1).to_string().as_str())
+        );
+    }
+    let (_, inst) = e
+        .api("cf1", "GET", "/v2/service_instances/aws-wh", "", None)
+        .await;
+    assert_eq!(got[1].json()["dashboard_url"], inst["dashboard_url"]);
+    // A duplicate queue message after delivery sends nothing.
+    let key = json!({"tenant": "cf1", "instance_id": "aws-wh", "operation_id": op}).to_string();
+    e.webhook_queue.send(key, Duration::ZERO).await.unwrap();
+    while e.webhook_round().await > 0 {}
+    assert_eq!(rx.received().len(), 2);
+    let cb = e
+        .broker
+        .store
+        .get_callback(
+            &serde_json::from_value(
+                json!({"tenant": "cf1", "instance_id": "aws-wh", "operation_id": op}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .item;
+    assert_eq!(cb.state, osb_broker::records::CallbackState::Delivered);
+    assert_eq!((cb.secret, cb.body), (None, None));
+    let outcomes: Vec<_> = cb.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["http_status", "delivered"]);
 }
