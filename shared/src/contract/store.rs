@@ -29,6 +29,8 @@ pub fn instance(tenant: &str, id: &str) -> Instance {
         provisioned_at: Some(1),
         created_at: 1,
         updated_at: 1,
+        sharing: None,
+        lease: None,
     }
 }
 
