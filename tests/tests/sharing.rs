@@ -691,17 +691,16 @@ async fn given_leases_racing_an_owner_delete_then_the_end_state_is_consistent() 
             let token = token_of(&cf1, &owner).await.expect("token");
             let (a, b) = (format!("race-a-{round}"), format!("race-b-{round}"));
             let body = json!({"sharing_token": token});
-            let (ra, rb, rd) = tokio::join!(
-                cf2.put(
-                    &instance_path(&a),
-                    &cf_body(SMALL, "x", "y", "z", Some(body.clone()))
-                ),
-                ks2.put(
-                    &instance_path(&b),
-                    &k8s_body(SMALL, "ns", Some(body.clone()))
-                ),
-                cf1.delete(&deprovision_path(&owner, SMALL, false)),
+            let (pa, pb, pd) = (
+                instance_path(&a),
+                instance_path(&b),
+                deprovision_path(&owner, SMALL, false),
             );
+            let (ba, bb) = (
+                cf_body(SMALL, "x", "y", "z", Some(body.clone())),
+                k8s_body(SMALL, "ns", Some(body)),
+            );
+            let (ra, rb, rd) = tokio::join!(cf2.put(&pa, &ba), ks2.put(&pb, &bb), cf1.delete(&pd));
             for r in [&ra, &rb] {
                 assert!(
                     matches!(r.status, 201 | 400 | 422),

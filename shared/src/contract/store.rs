@@ -362,6 +362,7 @@ pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Sto
     assert_eq!(store.pending_callbacks().await.unwrap(), vec![c2.key()]);
     let got = store.get_callback(&o.key()).await.unwrap().unwrap();
     assert_eq!((got.item, got.version), (delivered, 2));
+}
 
 // --- sharing ---
 
@@ -473,7 +474,9 @@ pub async fn sharing_records_are_read_by_key_in_one_batch(store: Arc<dyn Store>)
 /// and the loser writes nothing.
 pub async fn a_lease_and_an_owner_delete_racing_have_one_winner(store: Arc<dyn Store>) {
     store
-        .commit(vec![Write::create(Record::Instance(instance("t1", "owner")))])
+        .commit(vec![Write::create(Record::Instance(instance(
+            "t1", "owner",
+        )))])
         .await
         .unwrap();
     let lease_commit = {
@@ -511,7 +514,11 @@ pub async fn a_lease_and_an_owner_delete_racing_have_one_winner(store: Arc<dyn S
     };
     let (a, b) = (lease_commit.await.unwrap(), delete_commit.await.unwrap());
     assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
-    let owner = store.get_instance("t1", &iid("owner")).await.unwrap().unwrap();
+    let owner = store
+        .get_instance("t1", &iid("owner"))
+        .await
+        .unwrap()
+        .unwrap();
     let leased = store.get_instance("t2", &iid("l1")).await.unwrap();
     let entry = store
         .get_records(&[crate::keys::lease_key(
