@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     /// How callbacks are sent: timeouts, concurrency and the retry schedule (`[webhook_delivery]`).
     #[serde(default)]
     pub webhook_delivery: WebhookSettings,
+    /// `[sharing]`: sharing token lifetime.
+    #[serde(default)]
+    pub sharing: crate::sharing::token::SharingConfig,
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             synchronous: Synchronous::default(),
             webhooks: Default::default(),
             webhook_delivery: WebhookSettings::default(),
+            sharing: Default::default(),
         }
     }
 }
@@ -233,7 +237,7 @@ pub fn load_catalog(file: Option<&Path>) -> Result<Catalog, ConfigError> {
     Ok(Catalog::new(config)?)
 }
 
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -50,6 +50,10 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         .webhooks
         .clone()
         .validate_for(crate::webhooks::Deployment::Local)?;
+    // Sharing tokens are derived with a key kept next to the database, never in it.
+    let key_file = config.data_dir.join("sharing-token-key");
+    let key = crate::sharing::TokenKey::load_or_create(&key_file)
+        .map_err(|e| StartError::DataDir(key_file.clone(), e))?;
     let broker = Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(store),
@@ -59,6 +63,10 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),
         webhook_policy: Arc::new(policy.clone()),
+        sharing: Arc::new(crate::sharing::SharingSettings::new(
+            key,
+            config.sharing.token_lifetime_seconds,
+        )),
     });
     let webhooks = Arc::new(WebhookDelivery::over_http(
         &broker,

@@ -1,12 +1,14 @@
 //! Every storage key, built in one place from typed ids, shared by all store adapters.
 //! Layout (one partition per instance, as on DynamoDB):
-//! `pk = T#<tenant>#I#<instance>`, `sk = INSTANCE | B#<binding> | O#<operation> | W#<operation>`
-//! (`W#`: the webhook callback of that operation).
+//! `pk = T#<tenant>#I#<instance>`, `sk = INSTANCE | B#<binding> | O#<operation> | W#<operation> |
+//! L#<lease tenant>#<lease>` (`W#`: the webhook callback of that operation); sharing rules
+//! `SHARE#<service>#T#<tenant>`/`RULES` and tokens `STOKEN#<sha-256>`/`TOKEN`.
 //! Tenant names (`[a-z0-9_-]`) and ids (RFC 3986 unreserved) never contain `#`.
 
 use crate::ids::{BindingId, InstanceId, OperationId};
-use crate::ports::Record;
+use crate::ports::{Record, RecordKey};
 use crate::records::OperationKey;
+use crate::sharing::LeaseRef;
 
 pub const SK_INSTANCE: &str = "INSTANCE";
 pub const SK_BINDING_PREFIX: &str = "B#";
@@ -48,6 +50,86 @@ pub fn operation_key(key: &OperationKey) -> (String, String) {
         instance_pk(&key.tenant, &key.instance_id),
         operation_sk(&key.operation_id),
     )
+}
+
+// --- sharing (DESIGN §7, §8) ---
+/// A lease item, in the owner's partition: `L#<lease tenant>#<lease instance>`.
+pub const SK_LEASE_PREFIX: &str = "L#";
+/// The rule item of (offering, target tenant): `pk = SHARE#<service_id>#T#<tenant>`, `sk = RULES`.
+pub const SK_RULES: &str = "RULES";
+/// The lookup item of a sharing token: `pk = STOKEN#<hex sha-256 of the token>`, `sk = TOKEN`.
+pub const SK_TOKEN: &str = "TOKEN";
+pub const KIND_LEASE: &str = "lease";
+pub const KIND_SHARE_RULES: &str = "share_rules";
+pub const KIND_SHARING_TOKEN: &str = "sharing_token";
+
+pub fn lease_sk(lease_tenant: &str, lease_id: &InstanceId) -> String {
+    format!("{SK_LEASE_PREFIX}{lease_tenant}#{lease_id}")
+}
+
+pub fn share_rules_pk(service_id: &str, tenant: &str) -> String {
+    format!("SHARE#{service_id}#T#{tenant}")
+}
+
+pub fn sharing_token_pk(hash: &str) -> String {
+    format!("STOKEN#{hash}")
+}
+
+pub fn instance_key(tenant: &str, id: &InstanceId) -> RecordKey {
+    RecordKey {
+        pk: instance_pk(tenant, id),
+        sk: SK_INSTANCE.into(),
+    }
+}
+
+pub fn lease_key(owner_tenant: &str, owner_id: &InstanceId, lease: &LeaseRef) -> RecordKey {
+    RecordKey {
+        pk: instance_pk(owner_tenant, owner_id),
+        sk: lease_sk(&lease.tenant, &lease.id),
+    }
+}
+
+pub fn share_rules_key(service_id: &str, tenant: &str) -> RecordKey {
+    RecordKey {
+        pk: share_rules_pk(service_id, tenant),
+        sk: SK_RULES.into(),
+    }
+}
+
+pub fn sharing_token_key(hash: &str) -> RecordKey {
+    RecordKey {
+        pk: sharing_token_pk(hash),
+        sk: SK_TOKEN.into(),
+    }
+}
+
+/// Decodes a stored record body by its entity kind (what `get_records` returns).
+pub fn decode_record(kind: &str, body: &[u8]) -> Result<Record, String> {
+    let e = |e: serde_json::Error| e.to_string();
+    Ok(match kind {
+        KIND_INSTANCE => Record::Instance(serde_json::from_slice(body).map_err(e)?),
+        KIND_BINDING => Record::Binding(serde_json::from_slice(body).map_err(e)?),
+        KIND_OPERATION => Record::Operation(serde_json::from_slice(body).map_err(e)?),
+        KIND_CALLBACK => Record::Callback(serde_json::from_slice(body).map_err(e)?),
+        KIND_LEASE => Record::Lease(serde_json::from_slice(body).map_err(e)?),
+        KIND_SHARE_RULES => Record::ShareRules(serde_json::from_slice(body).map_err(e)?),
+        KIND_SHARING_TOKEN => Record::SharingToken(serde_json::from_slice(body).map_err(e)?),
+        other => return Err(format!("unknown entity kind '{other}'")),
+    })
+}
+
+/// The record as stored (JSON).
+pub fn encode_record(record: &Record) -> Result<Vec<u8>, String> {
+    match record {
+        Record::Instance(i) => serde_json::to_vec(i),
+        Record::Binding(b) => serde_json::to_vec(b),
+        Record::Operation(o) => serde_json::to_vec(o),
+        Record::Callback(c) => serde_json::to_vec(c),
+        Record::Lease(l) => serde_json::to_vec(l),
+        Record::ShareRules(r) => serde_json::to_vec(r),
+        Record::SharingToken(t) => serde_json::to_vec(t),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Sparse index of operations in progress: `unfinished_shard = U#<0..UNFINISHED_SHARDS>`.
@@ -119,6 +201,21 @@ pub fn record_key(record: &Record) -> (String, String, &'static str) {
             instance_pk(&c.tenant, &c.instance_id),
             callback_sk(&c.operation_id),
             KIND_CALLBACK,
+        ),
+        Record::Lease(l) => (
+            instance_pk(&l.owner_tenant, &l.owner_id),
+            lease_sk(&l.tenant, &l.id),
+            KIND_LEASE,
+        ),
+        Record::ShareRules(r) => (
+            share_rules_pk(&r.service_id, &r.tenant),
+            SK_RULES.into(),
+            KIND_SHARE_RULES,
+        ),
+        Record::SharingToken(t) => (
+            sharing_token_pk(&t.hash),
+            SK_TOKEN.into(),
+            KIND_SHARING_TOKEN,
         ),
     }
 }

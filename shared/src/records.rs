@@ -56,6 +56,13 @@ pub struct Instance {
     pub provisioned_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    // --- sharing (broker/sharing.rs) ---
+    /// Set on an owner instance of a shareable offering: its sharing rules, token and leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<crate::sharing::OwnerSharing>,
+    /// Set on a lease: the owner instance it uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::sharing::LeaseOf>,
 }
 
 /// Life of a binding: like an instance's, without updates.
@@ -207,6 +214,10 @@ pub struct Operation {
     pub has_webhook: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Sharing: the instance the backend job acts on when it is not this operation's own (a lease's
+    /// bindings are made on its owner's backing instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_target: Option<crate::sharing::BackendTarget>,
 }
 
 impl Operation {
@@ -238,16 +249,21 @@ impl Operation {
             has_webhook: asynchronous && meta.webhook.is_some(),
             created_at: job.started_at,
             updated_at: job.started_at,
+            backend_target: None,
         }
     }
 
     /// The backend job this operation runs.
     pub fn job(&self) -> BackendJob {
+        let (tenant, instance_id) = match &self.backend_target {
+            Some(t) => (t.tenant.clone(), t.instance_id.clone()),
+            None => (self.tenant.clone(), self.instance_id.clone()),
+        };
         BackendJob {
             kind: self.kind,
             operation_id: self.id.clone(),
-            tenant: self.tenant.clone(),
-            instance_id: self.instance_id.clone(),
+            tenant,
+            instance_id,
             binding_id: self.binding_id.clone(),
             service_id: self.service_id.clone(),
             plan_id: self.plan_id.clone(),

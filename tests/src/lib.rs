@@ -762,3 +762,13 @@ pub fn originating_identity(platform: &str, value: &Value) -> String {
         base64::engine::general_purpose::STANDARD.encode(value.to_string())
     )
 }
+
+/// An instance's own parameters from a GET instance body: without the owner's sharing view
+/// (`x_osb_cmdb`, shown to the owner of a shareable offering's instance, DESIGN §7).
+pub fn own_parameters(instance: &Value) -> Value {
+    let mut p = instance["parameters"].clone();
+    if let Some(o) = p.as_object_mut() {
+        o.remove("x_osb_cmdb");
+    }
+    p
+}

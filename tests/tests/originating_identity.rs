@@ -53,7 +53,13 @@ async fn given_a_malformed_originating_identity_when_mutating_then_400_and_nothi
         c.get(&instance_path(&new_id)).await.expect(404);
         let got = c.get(&instance_path(&id)).await;
         got.expect(200);
-        assert!(got.json.get("parameters").is_none(), "{}", got.text);
+        // Only the owner's sharing view (DESIGN §7): the refused PATCH added no parameter.
+        assert_eq!(
+            own_parameters(&got.json),
+            serde_json::json!({}),
+            "{}",
+            got.text
+        );
         c.get(&binding_path(&id, &bid)).await.expect(200);
         c.get(&binding_path(&id, "oi-new-bind")).await.expect(404);
     })

@@ -918,3 +918,201 @@ async fn webhooks_are_delivered_from_the_webhook_queue_with_retries_and_no_dupli
     let outcomes: Vec<_> = cb.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["http_status", "delivered"]);
 }
+
+/// The sharing story on DynamoDB + SQS (DESIGN §7): an owner in `cf1` shares with a Kubernetes
+/// namespace of `ks2` and by token; leases, a binding through a lease, the delete guard, a purge whose
+/// unbind the worker runs from an SQS event, orphan, deletes — with the DynamoDB/SQS calls of each request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_story_through_api_events_and_sqs_worker_events_with_call_counts() {
+    let e = env().await;
+    let mut table = Vec::new();
+    let mut measure = |name: &str, n: usize, max: usize| {
+        table.push(format!("{name}: {n}"));
+        assert!(
+            n <= max,
+            "{name} made {n} DynamoDB/SQS calls (at most {max})"
+        );
+    };
+    let k8s = |ns: &str, params: Value| {
+        json!({"service_id": PG, "plan_id": SMALL, "organization_guid": "cluster", "space_guid": ns,
+               "context": {"platform": "kubernetes", "namespace": ns}, "parameters": params})
+    };
+    let q = format!("service_id={PG}&plan_id={SMALL}");
+    e.calls();
+    let (s, b) = e
+        .api("cf1", "PUT", "/v2/service_instances/owner", "", Some(provision_body(SMALL,
+            json!({"storage_gb": 4, "x_osb_cmdb": {"sharing_to": [{"tenant": "ks2", "namespace": "team"}]}}))))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    measure("provision of an owner with sharing_to", e.calls(), 3);
+    let (s, view) = e
+        .api("cf1", "GET", "/v2/service_instances/owner", "", None)
+        .await;
+    assert_eq!(s, 200);
+    measure("fetch owner (no lease yet)", e.calls(), 1);
+    let token = view["parameters"]["x_osb_cmdb"]["sharing_token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (s, b) = e
+        .api(
+            "ks2",
+            "PUT",
+            "/v2/service_instances/by-rule",
+            "",
+            Some(k8s("team", json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    measure("lease by sharing_to", e.calls(), 3);
+    let (s, b) = e
+        .api(
+            "ks2",
+            "PUT",
+            "/v2/service_instances/by-token",
+            "",
+            Some(k8s("elsewhere", json!({"sharing_token": token}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    measure("lease by token", e.calls(), 3);
+    let (s, b) = e
+        .api(
+            "ks2",
+            "PUT",
+            "/v2/service_instances/plain",
+            "",
+            Some(k8s("elsewhere", json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    measure(
+        "provision matching no rule (shareable offering)",
+        e.calls(),
+        2,
+    );
+    let (s, b) = e
+        .api("ks2", "GET", "/v2/service_instances/plain", "", None)
+        .await;
+    assert!(s == 200 && b.get("description").is_none(), "{b}");
+
+    let (s, lease) = e
+        .api("ks2", "GET", "/v2/service_instances/by-rule", "", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        lease["description"],
+        "This is a lease from instance owner in tenant cf1"
+    );
+    assert_eq!(
+        lease["parameters"],
+        json!({}),
+        "never the owner's parameters: {lease}"
+    );
+    e.calls();
+    let (s, b) = e
+        .api(
+            "ks2",
+            "PUT",
+            "/v2/service_instances/by-rule/service_bindings/lb",
+            "",
+            Some(json!({"service_id": PG, "plan_id": SMALL})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        b["credentials"]["name"], "db_owner",
+        "bound on the owner's backing instance"
+    );
+    measure("bind a lease", e.calls(), 2);
+    let (s, view) = e
+        .api("cf1", "GET", "/v2/service_instances/owner", "", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        view["parameters"]["x_osb_cmdb"]["leases"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{view}"
+    );
+    measure("fetch owner with leases", e.calls(), 2);
+
+    let (s, b) = e
+        .api("cf1", "DELETE", "/v2/service_instances/owner", &q, None)
+        .await;
+    assert_eq!(s, 422);
+    assert!(
+        b["description"]
+            .as_str()
+            .unwrap()
+            .contains("still shared with"),
+        "{b}"
+    );
+    measure("delete guard", e.calls(), 1);
+
+    let (s, b) = e
+        .api("cf1", "PATCH", "/v2/service_instances/owner", "",
+             Some(json!({"service_id": PG, "parameters": {"x_osb_cmdb": {"leases": [{"tenant": "ks2", "instance_guid": "by-token"}]}}})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // GetItem owner, BatchGetItem lease entries, Query lease + bindings, TransactWriteItems, SendMessage.
+    measure("purge of one lease with one binding", e.calls(), 5);
+    let (s, _) = e
+        .settle(
+            "ks2",
+            "/v2/service_instances/by-rule/service_bindings/lb/last_operation",
+        )
+        .await;
+    assert_eq!(s, 410, "the worker revoked the lease's binding");
+    let (s, _) = e
+        .api(
+            "ks2",
+            "GET",
+            "/v2/service_instances/by-rule/service_bindings/lb",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (_, lease) = e
+        .api("ks2", "GET", "/v2/service_instances/by-rule", "", None)
+        .await;
+    assert!(
+        lease["description"].as_str().unwrap().contains("orphaned"),
+        "{lease}"
+    );
+    let (s, _) = e
+        .api(
+            "ks2",
+            "PUT",
+            "/v2/service_instances/by-rule/service_bindings/lb2",
+            "",
+            Some(json!({"service_id": PG, "plan_id": SMALL})),
+        )
+        .await;
+    assert_eq!(s, 422);
+    e.calls();
+    for id in ["by-rule", "by-token"] {
+        let (s, b) = e
+            .api(
+                "ks2",
+                "DELETE",
+                &format!("/v2/service_instances/{id}"),
+                &q,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    measure("delete two leases", e.calls(), 6);
+    let (s, b) = e
+        .api("cf1", "DELETE", "/v2/service_instances/owner", &q, None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    println!(
+        "DynamoDB + SQS calls per sharing request:\n  {}",
+        table.join("\n  ")
+    );
+}

@@ -10,7 +10,8 @@ pub use crate::config::Synchronous;
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::{
-    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
+    Write,
 };
 use crate::records::{Binding, Callback, Instance, Operation, OperationKey, OperationState};
 use async_trait::async_trait;
@@ -230,13 +231,12 @@ fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
         (Expected::Version(v), Some(c)) if c as u64 == v => v + 1,
         _ => return Err(StoreError::Conflict),
     };
-    let (body, unfinished) = match &write.record {
-        Record::Instance(i) => (serde_json::to_vec(i), false),
-        Record::Binding(b) => (serde_json::to_vec(b), false),
-        Record::Operation(o) => (serde_json::to_vec(o), o.state == OperationState::InProgress),
-        Record::Callback(c) => (serde_json::to_vec(c), !c.state.is_final()),
+    let unfinished = match &write.record {
+        Record::Operation(o) => o.state == OperationState::InProgress,
+        Record::Callback(c) => !c.state.is_final(),
+        _ => false,
     };
-    let body = body.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body = keys::encode_record(&write.record).map_err(StoreError::Corrupt)?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
@@ -345,6 +345,39 @@ impl Store for SqliteStore {
         result
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer thread has stopped".into()))?
+    }
+
+    async fn get_records(
+        &self,
+        wanted: &[RecordKey],
+    ) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let wanted = wanted.to_vec();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT kind, body, version FROM items WHERE pk = ?1 AND sk = ?2")
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for k in wanted {
+                let row = stmt
+                    .query_row(params![k.pk, k.sk], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(unavailable)?;
+                if let Some((kind, body, version)) = row {
+                    out.push(Versioned {
+                        item: keys::decode_record(&kind, &body).map_err(StoreError::Corrupt)?,
+                        version: version as u64,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {

@@ -8,7 +8,8 @@
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::{
-    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
+    Write,
 };
 use crate::records::{
     Binding, BindingState, Callback, Instance, InstanceState, Operation, OperationKey,
@@ -83,6 +84,9 @@ fn ttl_of(record: &Record) -> Option<i64> {
         Record::Instance(i) if i.state == InstanceState::Gone => i.updated_at,
         Record::Binding(b) if b.state == BindingState::Gone => b.updated_at,
         Record::Callback(c) if c.state.is_final() => c.updated_at,
+        // sharing: purged/deleted lease entries, and tokens once expired (never rewritten)
+        Record::Lease(l) if !l.active => l.updated_at,
+        Record::SharingToken(t) => return Some(t.expires_at / 1000 + 24 * 3600),
         _ => return None,
     };
     Some(finished_at / 1000 + RETENTION_SECS)
@@ -90,13 +94,8 @@ fn ttl_of(record: &Record) -> Option<i64> {
 
 fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let (pk, sk, entity) = keys::record_key(record);
-    let body = match record {
-        Record::Instance(i) => serde_json::to_string(i),
-        Record::Binding(b) => serde_json::to_string(b),
-        Record::Operation(o) => serde_json::to_string(o),
-        Record::Callback(c) => serde_json::to_string(c),
-    }
-    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body = String::from_utf8(keys::encode_record(record).map_err(StoreError::Corrupt)?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let unfinished_shard = match record {
         Record::Operation(o) if o.state == OperationState::InProgress => {
             Some(keys::unfinished_shard(&o.key()))
@@ -402,6 +401,66 @@ impl Store for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn get_records(
+        &self,
+        wanted: &[RecordKey],
+    ) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let mut out = Vec::new();
+        let mut unique: Vec<&RecordKey> = Vec::new();
+        for k in wanted {
+            if !unique.contains(&k) {
+                unique.push(k);
+            }
+        }
+        // BatchGetItem takes at most 100 keys.
+        for chunk in unique.chunks(100) {
+            let keys_and_attributes = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk
+                        .iter()
+                        .map(|k| {
+                            HashMap::from([
+                                ("pk".to_owned(), AttributeValue::S(k.pk.clone())),
+                                ("sk".to_owned(), AttributeValue::S(k.sk.clone())),
+                            ])
+                        })
+                        .collect(),
+                ))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(format!("cannot build the read: {e}")))?;
+            let mut request = Some(HashMap::from([(self.table.clone(), keys_and_attributes)]));
+            for _ in 0..5 {
+                let Some(req) = request.take().filter(|r| !r.is_empty()) else {
+                    break;
+                };
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", sdk_code(&e)))?;
+                if let Some(mut responses) = got.responses {
+                    for item in responses.remove(&self.table).unwrap_or_default() {
+                        let item: Item = serde_dynamo::from_item(item)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        out.push(Versioned {
+                            item: keys::decode_record(&item.entity, item.body.as_bytes())
+                                .map_err(StoreError::Corrupt)?,
+                            version: item.version,
+                        });
+                    }
+                }
+                request = got.unprocessed_keys;
+            }
+            if request.is_some_and(|r| !r.is_empty()) {
+                return Err(unavailable("BatchGetItem", "unprocessed keys".into()));
+            }
+        }
+        Ok(out)
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {

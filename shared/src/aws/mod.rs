@@ -57,6 +57,12 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(SqsQueue::new(sqs, cfg.webhook_queue_url.clone())),
         webhook_policy: Arc::new(webhook_policy(cfg)?),
+        // Replaced by the API (`api_state`) with the key derived from the tenants' secret; the worker
+        // never derives tokens.
+        sharing: Arc::new(crate::sharing::SharingSettings::new(
+            crate::sharing::TokenKey::random(),
+            crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
+        )),
     }))
 }
 
@@ -76,9 +82,16 @@ pub async fn api_state(
     sdk: &aws_config::SdkConfig,
     body_limit: usize,
 ) -> Result<crate::http::AppState, AwsStartError> {
-    let broker = broker(cfg, sdk)?;
+    let mut broker = (*broker(cfg, sdk)?).clone();
     let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
-    let configs = tenants::load(&aws_sdk_secretsmanager::Client::new(sdk), &secret_id).await?;
+    let text = tenants::load_text(&aws_sdk_secretsmanager::Client::new(sdk), &secret_id).await?;
+    let configs = tenants::parse(&text)?;
+    // Sharing tokens: the key is derived from the tenants' secret (server-side, never in the table).
+    broker.sharing = Arc::new(crate::sharing::SharingSettings::new(
+        crate::sharing::TokenKey::derive_from(text.as_bytes()),
+        crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
+    ));
+    let broker = Arc::new(broker);
     let tenants = Arc::new(crate::tenants::Tenants::new(configs, |s| {
         broker.catalog.service(s).is_some()
     })?);

@@ -39,6 +39,11 @@ pub async fn load(
     client: &Client,
     secret_id: &str,
 ) -> Result<Vec<TenantConfig>, TenantSecretError> {
+    parse(&load_text(client, secret_id).await?)
+}
+
+/// The secret's text (the tenants, and the material the sharing token key is derived from).
+pub async fn load_text(client: &Client, secret_id: &str) -> Result<String, TenantSecretError> {
     let out = client
         .get_secret_value()
         .secret_id(secret_id)
@@ -52,7 +57,10 @@ pub async fn load(
                     .to_owned(),
             )
         })?;
-    parse(out.secret_string().ok_or(TenantSecretError::NotAString)?)
+    Ok(out
+        .secret_string()
+        .ok_or(TenantSecretError::NotAString)?
+        .to_owned())
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ impl Broker {
                 .binding_view(&tenant.name, instance_id, &wanted)
                 .await?;
             let instance = view.bindable_instance()?;
+            super::sharing::check_bindable(instance)?; // sharing: an orphaned lease cannot be bound
             if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
                 return Err(BrokerError::BadRequest(format!(
                     "service_id and plan_id must be those of the instance (plan '{}')",
@@ -207,6 +208,8 @@ impl Broker {
                 updated_at: now,
             };
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            // sharing: a lease binds its owner's backing instance
+            let job = super::sharing::target_job(Some(instance), &mut op, job);
             let version = existing.as_ref().map(|v| v.version);
             match estimate {
                 Some(secs) => {
@@ -321,6 +324,8 @@ impl Broker {
             );
             let estimate = self.plan_job(&job, query.accepts_incomplete)?;
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            // sharing: a lease's credentials are revoked on its owner's backing instance
+            let job = super::sharing::target_job(view.instance.as_ref(), &mut op, job);
             let mut binding = cur.clone();
             binding.last_operation = Some(op_id.clone());
             binding.updated_at = now;

@@ -1,5 +1,6 @@
 //! Provision, update, deprovision and fetch of service instances.
 
+use super::sharing::{DeleteSharing, ProvisionSharing, UpdateSharing};
 use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
 use crate::catalog::{PlanRef, SchemaKind};
 use crate::error::{BrokerError, Result};
@@ -65,12 +66,28 @@ impl Broker {
         let plan = self.resolve_plan(tenant, req.service_id.as_deref(), req.plan_id.as_deref())?;
         required(req.organization_guid.as_deref(), "organization_guid")?;
         required(req.space_guid.as_deref(), "space_guid")?;
+        // --- sharing (broker/sharing.rs): sharing keys split off; a lease request ends here ---
+        let (req, sharing_params, mut prefetched) = match self
+            .sharing_on_provision(tenant, id, &plan, req, meta)
+            .await?
+        {
+            ProvisionSharing::Done(reply) => return Ok(reply),
+            ProvisionSharing::Owner {
+                req,
+                params,
+                prefetched,
+            } => (*req, params, prefetched),
+        };
+        // --- end sharing ---
         check_maintenance_info(&plan, req.maintenance_info.as_ref())?;
         self.validate_parameters(&plan, SchemaKind::InstanceCreate, &req.parameters)?;
 
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
-            let existing = self.store.get_instance(&tenant.name, id).await?;
+            let existing = match prefetched.take() {
+                Some(read) => read,
+                None => self.store.get_instance(&tenant.name, id).await?,
+            };
             let mut generation = 1;
             if let Some(Versioned { item: cur, .. }) = &existing {
                 let same = cur.service_id == plan.service.id
@@ -142,17 +159,29 @@ impl Broker {
                 provisioned_at: None,
                 created_at: now,
                 updated_at: now,
+                sharing: None,
+                lease: None,
             };
+            // --- sharing: a new owner's token and sharing rules, written with it ---
+            let mut sharing_writes = Vec::new();
+            if let Some((s, w)) = self
+                .owner_setup(tenant, id, &plan, &sharing_params, now)
+                .await?
+            {
+                instance.sharing = Some(s);
+                sharing_writes = w;
+            }
             let mut op = Operation::start(&job, estimate.is_some(), meta);
             let version = existing.as_ref().map(|v| v.version);
             match estimate {
                 Some(secs) => {
                     op.retry_after_secs = secs.max(1);
                     op.deadline = self.deadline(&plan, now);
-                    let writes = vec![
+                    let mut writes = vec![
                         Write::upsert(Record::Instance(instance), version),
                         Write::create(Record::Operation(op.clone())),
                     ];
+                    writes.extend(sharing_writes);
                     if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
                         continue;
                     }
@@ -176,10 +205,11 @@ impl Broker {
                     instance.metadata = result.metadata;
                     op.finish(OperationState::Succeeded, None, now);
                     let body = provision_body(&instance);
-                    let writes = vec![
+                    let mut writes = vec![
                         Write::upsert(Record::Instance(instance), version),
                         Write::create(Record::Operation(op)),
                     ];
+                    writes.extend(sharing_writes);
                     if !self.commit_then_enqueue(writes, None).await? {
                         continue;
                     }
@@ -249,6 +279,15 @@ impl Broker {
                 return Err(BrokerError::BadRequest(format!(
                     "service_id '{service_id}' is not the service of this instance"
                 )));
+            }
+            // --- sharing (broker/sharing.rs): a lease's update, an owner's x_osb_cmdb update ---
+            match self
+                .sharing_on_update(tenant, &cur, version, &req, meta)
+                .await?
+            {
+                UpdateSharing::NotSharing => {}
+                UpdateSharing::Done(reply) => return Ok(reply),
+                UpdateSharing::Retry => continue,
             }
             let current_plan = self.catalog.plan_by_id(&cur.plan_id).ok_or_else(|| {
                 BrokerError::Unprocessable(format!(
@@ -407,6 +446,13 @@ impl Broker {
                     b.item.id
                 )));
             }
+            // --- sharing (broker/sharing.rs): a lease is deleted here; an owner's leases block or are purged ---
+            let purge = match self.sharing_on_deprovision(&cur, version, meta).await? {
+                DeleteSharing::NotSharing => None,
+                DeleteSharing::Done(reply) => return Ok(reply),
+                DeleteSharing::Retry => continue,
+                DeleteSharing::Purge(p) => Some(p),
+            };
             let op_id = self.ids.operation_id();
             let job = self.job(
                 OperationKind::Deprovision,
@@ -424,6 +470,12 @@ impl Broker {
             let mut instance = cur.clone();
             instance.last_operation = Some(op_id.clone());
             instance.updated_at = now;
+            let mut purge_operations = Vec::new();
+            if let Some(p) = purge {
+                p.apply_to(&mut instance);
+                writes.extend(p.writes);
+                purge_operations = p.operations;
+            }
             let plan = self.catalog.plan_by_id(&cur.plan_id);
             match estimate {
                 Some(secs) => {
@@ -435,6 +487,7 @@ impl Broker {
                     if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
                         continue;
                     }
+                    self.enqueue_all(&purge_operations).await?;
                     return Ok(Reply::Accepted {
                         operation: op_id,
                         body: (),
@@ -452,6 +505,7 @@ impl Broker {
                     if !self.commit_then_enqueue(writes, None).await? {
                         continue;
                     }
+                    self.enqueue_all(&purge_operations).await?;
                     return Ok(Reply::Ok(()));
                 }
             }
@@ -493,11 +547,14 @@ impl Broker {
                         .into(),
                 ));
         }
+        // --- sharing: a lease's description, the owner's sharing view ---
+        let (parameters, description) = self.sharing_view(&cur).await?;
         Ok(InstanceResource {
             service_id: cur.service_id,
             plan_id: cur.plan_id,
             dashboard_url: cur.dashboard_url,
-            parameters: cur.parameters,
+            description,
+            parameters,
             maintenance_info: cur.maintenance_info,
             metadata: cur.metadata,
         })

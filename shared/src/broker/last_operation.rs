@@ -87,6 +87,23 @@ impl Broker {
                 "the service instance does not exist".into(),
             ));
         };
+        // --- sharing: a lease has no operation of its own; it says what it is ---
+        if let Some(lease) = &instance.lease {
+            if instance.state == crate::records::InstanceState::Gone {
+                return Err(BrokerError::Gone(
+                    "the service instance has been deleted".into(),
+                ));
+            }
+            return Ok(LastOperation {
+                body: LastOperationResponse {
+                    state: crate::model::responses::LastOperationState::Succeeded,
+                    description: Some(lease.description()),
+                    instance_usable: None,
+                    update_repeatable: None,
+                },
+                retry_after_secs: None,
+            });
+        }
         let Some(op_id) = requested.or(instance.last_operation) else {
             return Err(BrokerError::NotFound(
                 "the service instance has no operation".into(),

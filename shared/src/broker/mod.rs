@@ -4,6 +4,7 @@
 mod bindings;
 mod instances;
 pub mod last_operation;
+mod sharing;
 pub mod webhooks;
 pub mod worker;
 
@@ -49,6 +50,8 @@ pub struct Broker {
     pub webhook_queue: Arc<dyn Queue>,
     /// What `webhook` URLs and secrets a request may register.
     pub webhook_policy: Arc<crate::webhooks::policy::WebhookPolicy>,
+    /// Sharing: the server-side token key and the token lifetime.
+    pub sharing: Arc<crate::sharing::SharingSettings>,
 }
 
 impl std::fmt::Debug for Broker {

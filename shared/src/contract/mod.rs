@@ -23,6 +23,8 @@ macro_rules! store_contract {
             unfinished_operations_are_listed_until_final,
             concurrent_writers_of_one_version_have_one_winner,
             callbacks_round_trip_and_are_pending_until_final,
+            sharing_records_are_read_by_key_in_one_batch,
+            a_lease_and_an_owner_delete_racing_have_one_winner,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -29,6 +29,8 @@ pub fn instance(tenant: &str, id: &str) -> Instance {
         provisioned_at: Some(1),
         created_at: 1,
         updated_at: 1,
+        sharing: None,
+        lease: None,
     }
 }
 
@@ -360,4 +362,180 @@ pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Sto
     assert_eq!(store.pending_callbacks().await.unwrap(), vec![c2.key()]);
     let got = store.get_callback(&o.key()).await.unwrap().unwrap();
     assert_eq!((got.item, got.version), (delivered, 2));
+}
+
+// --- sharing ---
+
+fn lease(owner: &str, tenant: &str, id: &str) -> crate::sharing::Lease {
+    crate::sharing::Lease {
+        owner_tenant: "t1".into(),
+        owner_id: iid(owner),
+        tenant: tenant.into(),
+        id: iid(id),
+        profile: Some("kubernetes".into()),
+        org_name: None,
+        org_guid: None,
+        space_name: None,
+        space_guid: None,
+        namespace: Some("ns".into()),
+        instance_name: None,
+        created_at: 1,
+        active: true,
+        updated_at: 1,
+    }
+}
+
+pub async fn sharing_records_are_read_by_key_in_one_batch(store: Arc<dyn Store>) {
+    use crate::keys;
+    use crate::sharing::{LeaseRef, ShareRules, SharingTokenRecord};
+    let owner = instance("t1", "owner");
+    let l = lease("owner", "t2", "l1");
+    let rules = ShareRules {
+        service_id: "svc".into(),
+        tenant: "t2".into(),
+        owners: vec![crate::sharing::RuleOwner {
+            owner_tenant: "t1".into(),
+            owner_id: iid("owner"),
+            plan_id: "plan".into(),
+            sets: vec![serde_json::from_str(r#"{"tenant": "t2", "namespace": "ns"}"#).unwrap()],
+        }],
+        updated_at: 1,
+    };
+    let token = SharingTokenRecord {
+        hash: "ab".repeat(32),
+        owner_tenant: "t1".into(),
+        owner_id: iid("owner"),
+        expires_at: 9_999_999_999_999,
+    };
+    store
+        .commit(vec![
+            Write::create(Record::Instance(owner.clone())),
+            Write::create(Record::Lease(l.clone())),
+            Write::create(Record::ShareRules(rules.clone())),
+            Write::create(Record::SharingToken(token.clone())),
+        ])
+        .await
+        .unwrap();
+    let lref = LeaseRef {
+        tenant: "t2".into(),
+        id: iid("l1"),
+    };
+    let missing = LeaseRef {
+        tenant: "t2".into(),
+        id: iid("nope"),
+    };
+    let mut got = store
+        .get_records(&[
+            keys::instance_key("t1", &iid("owner")),
+            keys::lease_key("t1", &iid("owner"), &lref),
+            keys::lease_key("t1", &iid("owner"), &missing),
+            keys::share_rules_key("svc", "t2"),
+            keys::share_rules_key("svc", "t3"),
+            keys::sharing_token_key(&token.hash),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4, "absent keys are left out");
+    assert!(got.iter().all(|r| r.version == 1));
+    let mut found = (false, false, false, false);
+    for r in got.drain(..) {
+        match r.item {
+            Record::Instance(i) => found.0 = i == owner,
+            Record::Lease(x) => found.1 = x == l,
+            Record::ShareRules(x) => found.2 = x == rules,
+            Record::SharingToken(x) => found.3 = x == token,
+            other => panic!("unexpected record {other:?}"),
+        }
+    }
+    assert_eq!(found, (true, true, true, true));
+    // Lease entries never show up as bindings of the owner.
+    let with = store
+        .get_instance_with_bindings("t1", &iid("owner"), Bindings::All)
+        .await
+        .unwrap();
+    assert!(with.bindings.is_empty());
+    // Versions guard them like every record.
+    let mut inactive = l.clone();
+    inactive.active = false;
+    assert_eq!(
+        store
+            .commit(vec![Write::replace(Record::Lease(inactive.clone()), 2)])
+            .await,
+        Err(StoreError::Conflict)
+    );
+    store
+        .commit(vec![Write::replace(Record::Lease(inactive), 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.get_records(&[]).await.unwrap(), vec![]);
+}
+
+/// A lease creation (owner + lease entry + lease instance) racing an owner delete: exactly one commits,
+/// and the loser writes nothing.
+pub async fn a_lease_and_an_owner_delete_racing_have_one_winner(store: Arc<dyn Store>) {
+    store
+        .commit(vec![Write::create(Record::Instance(instance(
+            "t1", "owner",
+        )))])
+        .await
+        .unwrap();
+    let lease_commit = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut owner = instance("t1", "owner");
+            owner.updated_at = 2;
+            let mut leased = instance("t2", "l1");
+            leased.lease = Some(crate::sharing::LeaseOf {
+                owner_tenant: "t1".into(),
+                owner_id: iid("owner"),
+                orphaned: false,
+            });
+            store
+                .commit(vec![
+                    Write::replace(Record::Instance(owner), 1),
+                    Write::create(Record::Lease(lease("owner", "t2", "l1"))),
+                    Write::create(Record::Instance(leased)),
+                ])
+                .await
+        })
+    };
+    let delete_commit = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut owner = instance("t1", "owner");
+            owner.state = InstanceState::Gone;
+            store
+                .commit(vec![
+                    Write::replace(Record::Instance(owner), 1),
+                    Write::create(Record::Operation(operation("t1", "owner", "op1"))),
+                ])
+                .await
+        })
+    };
+    let (a, b) = (lease_commit.await.unwrap(), delete_commit.await.unwrap());
+    assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
+    let owner = store
+        .get_instance("t1", &iid("owner"))
+        .await
+        .unwrap()
+        .unwrap();
+    let leased = store.get_instance("t2", &iid("l1")).await.unwrap();
+    let entry = store
+        .get_records(&[crate::keys::lease_key(
+            "t1",
+            &iid("owner"),
+            &crate::sharing::LeaseRef {
+                tenant: "t2".into(),
+                id: iid("l1"),
+            },
+        )])
+        .await
+        .unwrap();
+    if a.is_ok() {
+        assert_eq!(owner.item.state, InstanceState::Ready);
+        assert!(leased.is_some() && entry.len() == 1);
+    } else {
+        assert_eq!(owner.item.state, InstanceState::Gone);
+        assert!(leased.is_none() && entry.is_empty(), "no half lease");
+    }
 }

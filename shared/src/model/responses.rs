@@ -27,6 +27,9 @@ pub struct InstanceResource {
     pub plan_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dashboard_url: Option<String>,
+    /// Sharing: what a lease is ("This is a lease from instance … in tenant …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Object>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ pub use backend::{Backend, BackendJob, BackendOutcome};
 pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
 pub use queue::{Delivery, Queue, QueueError};
 pub use store::{
-    Bindings, Expected, InstanceWithBindings, Record, Store, StoreError, Versioned, Write,
+    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
+    Write,
 };
 pub use webhook::{AttemptOutcome, AttemptReport, WebhookRequest, WebhookSender};

@@ -39,6 +39,17 @@ pub enum Record {
     Binding(Binding),
     Operation(Operation),
     Callback(Callback),
+    // --- sharing ---
+    Lease(crate::sharing::Lease),
+    ShareRules(crate::sharing::ShareRules),
+    SharingToken(crate::sharing::SharingTokenRecord),
+}
+
+/// The key of any stored item (built in `keys.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey {
+    pub pk: String,
+    pub sk: String,
 }
 
 /// What a write expects to find.
@@ -122,6 +133,10 @@ pub trait Store: Send + Sync {
 
     /// Applies all writes or none. `Conflict` when any expectation fails.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Sharing: the records under these keys, in one read (DynamoDB `BatchGetItem`); absent ones are
+    /// left out, order is not kept.
+    async fn get_records(&self, keys: &[RecordKey]) -> Result<Vec<Versioned<Record>>, StoreError>;
 
     /// Keys of operations still in progress (used to resume work after a restart).
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError>;
