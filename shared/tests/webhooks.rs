@@ -130,6 +130,15 @@ impl Env {
             .await
     }
 
+    /// An async provision with the webhook, completed by the worker; the operation's key.
+    async fn finished(&self, id: &str) -> OperationKey {
+        let r = self.provision_with_hook(id, STANDARD, json!({})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        let key = self.h.key("cf1", id, &r.body["operation"]);
+        self.h.complete(&key, 20).await;
+        key
+    }
+
     /// The callback messages waiting on the webhook queue (received and acknowledged).
     async fn take_messages(&self) -> Vec<OperationKey> {
         let q = &self.h.broker.webhook_queue;
@@ -256,9 +265,7 @@ async fn a_500_then_200_makes_exactly_two_attempts_with_the_same_bytes() {
         },
         AttemptOutcome::Delivered { status: 204 },
     ]);
-    let r = e.provision_with_hook("wh-retry", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-retry", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-retry").await;
     let DeliveryStep::Again(d) = e.delivery.deliver(&key).await.unwrap() else {
         panic!("a 500 is retried");
     };
@@ -312,9 +319,7 @@ async fn gone_and_blocked_are_final_after_one_attempt() {
         (AttemptOutcome::InvalidUrl, CallbackState::Blocked),
     ] {
         let e = env(vec![outcome.clone()]);
-        let r = e.provision_with_hook("wh-final", STANDARD, json!({})).await;
-        let key = e.h.key("cf1", "wh-final", &r.body["operation"]);
-        e.h.complete(&key, 20).await;
+        let key = e.finished("wh-final").await;
         assert_eq!(
             e.delivery.deliver(&key).await.unwrap(),
             DeliveryStep::Finished,
@@ -359,9 +364,7 @@ async fn retry_after_lengthens_the_wait_up_to_its_cap() {
             retry_after: Some(Duration::from_secs(86_400)),
         },
     ]);
-    let r = e.provision_with_hook("wh-ra", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-ra", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-ra").await;
     let DeliveryStep::Again(d) = e.delivery.deliver(&key).await.unwrap() else {
         panic!("retried");
     };
@@ -380,9 +383,7 @@ async fn a_receiver_that_keeps_failing_is_given_up_and_dead_lettered_while_polli
         ..RetryPolicy::default()
     };
     let e = env_with(vec![AttemptOutcome::ConnectError], retry);
-    let r = e.provision_with_hook("wh-down", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-down", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-down").await;
     let mut steps = 0;
     loop {
         steps += 1;
@@ -483,9 +484,7 @@ async fn an_async_bind_sends_the_binding_with_its_credentials() {
 #[tokio::test]
 async fn async_update_and_deprovision_accept_webhooks_too() {
     let e = env(vec![]);
-    let r = e.provision_with_hook("wh-u", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-u", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-u").await;
     let r =
         e.h.call(
             "cf1",
@@ -557,9 +556,7 @@ async fn a_delete_that_cancels_a_creation_reports_the_failure_to_its_webhook() {
 #[tokio::test]
 async fn a_lost_webhook_message_is_sent_again_when_the_operation_message_comes_back() {
     let e = env(vec![]);
-    let r = e.provision_with_hook("wh-lost", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-lost", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-lost").await;
     // The webhook message is lost (e.g. the worker died after its commit, before the send succeeded)...
     assert_eq!(e.take_messages().await, vec![key.clone()]);
     // ...so the operations message is redelivered; the operation is final, its callback re-enqueued.
@@ -576,9 +573,7 @@ async fn a_lost_webhook_message_is_sent_again_when_the_operation_message_comes_b
 async fn concurrent_duplicate_messages_make_one_attempt() {
     let e = env(vec![]);
     *e.sender.delay.lock().unwrap() = Duration::from_millis(200);
-    let r = e.provision_with_hook("wh-dup", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-dup", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-dup").await;
     let (a, b, c) = tokio::join!(
         e.delivery.deliver(&key),
         e.delivery.deliver(&key),
@@ -605,9 +600,7 @@ async fn concurrent_duplicate_messages_make_one_attempt() {
 #[tokio::test]
 async fn a_body_over_the_cap_is_not_sent() {
     let e = env(vec![]);
-    let r = e.provision_with_hook("wh-big", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-big", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-big").await;
     let cb = e.h.broker.store.get_callback(&key).await.unwrap().unwrap();
     let mut big = cb.item.clone();
     big.body = Some(format!("{{\"x\":\"{}\"}}", "a".repeat(300 * 1024)));
@@ -715,9 +708,7 @@ async fn bad_webhook_registrations_are_refused_before_anything_is_created() {
 #[tokio::test]
 async fn the_sweep_re_drives_a_callback_whose_message_was_lost() {
     let e = env(vec![]);
-    let r = e.provision_with_hook("wh-sweep", STANDARD, json!({})).await;
-    let key = e.h.key("cf1", "wh-sweep", &r.body["operation"]);
-    e.h.complete(&key, 20).await;
+    let key = e.finished("wh-sweep").await;
     assert_eq!(e.take_messages().await, vec![key.clone()], "then lost");
     assert_eq!(
         e.h.broker.sweep_callbacks().await.unwrap(),
