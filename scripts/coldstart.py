@@ -10,7 +10,7 @@ created first). It prints the median and max over the runs and the binaries' siz
 
 Usage: scripts/coldstart.py [--runs N] [--profile release-lambda|release] [--target-dir DIR]
 Needs the binaries of that profile, built for this machine as the Lambda packages are built (Makefile):
-  cargo build --profile release-lambda -p osb-api -p osb-worker --no-default-features
+  cargo build --profile release-lambda -p osb-api -p osb-worker -p osb-webhooks --no-default-features
 and the test tools (scripts/test-tools.sh).
 """
 import argparse
@@ -165,12 +165,13 @@ def main():
         env.update(prepare_aws(endpoint))
         api_event = json.loads((ROOT / "functions/api/fixtures/apigw-v2-catalog.json").read_text())
         sqs_event = json.loads((ROOT / "functions/worker/fixtures/sqs-operation-event.json").read_text())
+        callback_event = json.loads((ROOT / "functions/webhooks/fixtures/sqs-callback-event.json").read_text())
         print(f"| binary | size (x86_64, profile {args.profile}) | init p50 | init max | first event p50 | runs |")
         print(f"|---|---|---|---|---|---|")
-        for name, event in (("api", api_event), ("worker", sqs_event)):
+        for name, event in (("api", api_event), ("worker", sqs_event), ("webhooks", callback_event)):
             binary = release / name
             if not binary.exists():
-                sys.exit(f"{binary} is missing: cargo build --profile {args.profile} -p osb-api -p osb-worker --no-default-features")
+                sys.exit(f"{binary} is missing: cargo build --profile {args.profile} -p osb-api -p osb-worker -p osb-webhooks --no-default-features")
             inits, firsts = [], []
             for _ in range(args.runs):
                 init, first, response = run_once(binary, event, env)

@@ -785,6 +785,34 @@ async fn the_worker_fixture_event_reports_only_failed_message_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_fixture_event_is_handled_and_failures_are_reported_by_id() {
+    // The fixture names a callback that does not exist: acknowledged, nothing sent.
+    let e = env().await;
+    let text = std::fs::read_to_string(format!(
+        "{}/../webhooks/fixtures/sqs-callback-event.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    let resp = osb_webhooks::handle_batch(e.webhooks.clone(), event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    // With the store unreachable the message is reported failed, by id, for SQS to redeliver.
+    let mut broken = (*e.webhooks).clone();
+    broken.store = Arc::new(aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&moto().sdk_config().await),
+        "no-such-table",
+    ));
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    let resp = osb_webhooks::handle_batch(Arc::new(broken), event).await;
+    let ids: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(ids, vec!["7b1c2a90-3d4e-4f51-9a6b-0c8d7e6f5a41"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
     let e = env().await;
     let (s, _) = e
