@@ -216,3 +216,115 @@ async fn a_purge_leaves_unbind_operations_that_the_worker_runs_on_the_owner() {
     let r = bind("cf2", "lease", "b2").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+async fn bind(h: &Harness, tenant: &str, iid: &str, bid: &str) -> Resp {
+    h.call(
+        tenant,
+        Method::PUT,
+        &format!("/v2/service_instances/{iid}/service_bindings/{bid}"),
+        Some(json!({"service_id": PG, "plan_id": SMALL, "bind_resource": {"app_guid": "a"}})),
+    )
+    .await
+}
+
+/// An owner `owner` in cf1 and a lease `lease` of it in cf2 (by token).
+async fn owner_and_lease(h: &Harness) {
+    h.provision("cf1", "owner", SMALL, json!({}), false).await;
+    let t = token(&get(h, "cf1", "owner").await);
+    let r = h
+        .provision("cf2", "lease", SMALL, json!({"sharing_token": t}), false)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_lease_with_bindings_is_deleted_only_once_they_are_unbound() {
+    let h = Harness::new();
+    owner_and_lease(&h).await;
+    assert_eq!(
+        bind(&h, "cf2", "lease", "b1").await.status,
+        StatusCode::CREATED
+    );
+    let del = format!("/v2/service_instances/lease?service_id={PG}&plan_id={SMALL}");
+    let r = h.call("cf2", Method::DELETE, &del, None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert!(r.body["description"].as_str().unwrap().contains("b1"));
+    let r = h
+        .call(
+            "cf2",
+            Method::DELETE,
+            &format!(
+                "/v2/service_instances/lease/service_bindings/b1?service_id={PG}&plan_id={SMALL}"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        h.call("cf2", Method::DELETE, &del, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_owner_with_leases_keeps_its_plan() {
+    let h = Harness::new();
+    owner_and_lease(&h).await;
+    let r = h
+        .call(
+            "cf1",
+            Method::PATCH,
+            "/v2/service_instances/owner?accepts_incomplete=true",
+            Some(json!({"service_id": PG, "plan_id": STANDARD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert!(r.body["description"].as_str().unwrap().contains("leases"));
+}
+
+#[tokio::test]
+async fn a_purge_requested_with_a_webhook_gives_the_leasers_unbinds_no_webhook() {
+    let h = Harness::new();
+    owner_and_lease(&h).await;
+    assert_eq!(
+        bind(&h, "cf2", "lease", "b1").await.status,
+        StatusCode::CREATED
+    );
+    let r = h
+        .call(
+            "cf1",
+            Method::PATCH,
+            "/v2/service_instances/owner?accepts_incomplete=true&webhook=https%3A%2F%2Fowner.example.com%2Fcb&secret=s",
+            Some(json!({"service_id": PG, "parameters": {"x_osb_cmdb": {"leases": []}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let b = h
+        .broker
+        .store
+        .get_binding(
+            "cf2",
+            &InstanceId::parse("lease").unwrap(),
+            &osb_broker::ids::BindingId::parse("b1").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let key = osb_broker::records::OperationKey {
+        tenant: "cf2".into(),
+        instance_id: InstanceId::parse("lease").unwrap(),
+        operation_id: b.item.last_operation.clone().unwrap(),
+    };
+    let op = h
+        .broker
+        .store
+        .get_operation(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .item;
+    assert_eq!(op.kind, osb_broker::records::OperationKind::Unbind);
+    assert!(op.webhook.is_none() && !op.has_webhook);
+    h.complete(&key, 5).await;
+    assert!(h.broker.store.pending_callbacks().await.unwrap().is_empty());
+}

@@ -25,6 +25,8 @@ fn binding_gone() -> BrokerError {
 /// The instance and the requested bindings of its current generation, read together.
 pub(super) struct BindingView {
     instance: Option<Instance>,
+    /// The version the instance was read at.
+    instance_version: Option<u64>,
     bindings: Vec<Versioned<Binding>>,
 }
 
@@ -72,6 +74,7 @@ impl Broker {
             .get_instance_with_bindings(tenant, instance_id, Bindings::Ids(ids))
             .await?;
         Ok(BindingView {
+            instance_version: read.instance.as_ref().map(|v| v.version),
             instance: read.instance.map(|v| v.item),
             bindings: read.bindings,
         })
@@ -210,15 +213,26 @@ impl Broker {
             let mut op = Operation::start(&job, estimate.is_some(), meta);
             // sharing: a lease binds its owner's backing instance
             let job = super::sharing::target_job(Some(instance), &mut op, job);
+            // sharing: a bind on a lease rewrites the lease's record (version-checked), so it cannot
+            // commit across a purge or a delete of the lease: one of them loses and re-reads.
+            let lease_touch = match (&instance.lease, view.instance_version) {
+                (Some(_), Some(v)) => {
+                    let mut touched = instance.clone();
+                    touched.updated_at = now;
+                    Some(Write::replace(Record::Instance(touched), v))
+                }
+                _ => None,
+            };
             let version = existing.as_ref().map(|v| v.version);
             match estimate {
                 Some(secs) => {
                     op.retry_after_secs = secs.max(1);
                     op.deadline = self.deadline(&plan, now);
-                    let writes = vec![
+                    let mut writes = vec![
                         Write::upsert(Record::Binding(binding), version),
                         Write::create(Record::Operation(op.clone())),
                     ];
+                    writes.extend(lease_touch);
                     if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
                         continue;
                     }
@@ -240,11 +254,23 @@ impl Broker {
                     binding.state = BindingState::Ready;
                     binding.result = Some(result.clone());
                     op.finish(OperationState::Succeeded, None, now);
-                    let writes = vec![
+                    let mut writes = vec![
                         Write::upsert(Record::Binding(binding), version),
                         Write::create(Record::Operation(op)),
                     ];
+                    let on_lease = lease_touch.is_some();
+                    writes.extend(lease_touch);
                     if !self.commit_then_enqueue(writes, None).await? {
+                        if on_lease {
+                            // The lease changed meanwhile (purged, deleted): the credentials just made on
+                            // the owner's instance are not recorded anywhere, so revoke them now.
+                            let mut unbind = job.clone();
+                            unbind.kind = OperationKind::Unbind;
+                            if !matches!(self.backend.start(&unbind).await, BackendOutcome::Done(_))
+                            {
+                                tracing::error!(binding = %id, "could not revoke the credentials of a bind that lost a race on its lease");
+                            }
+                        }
                         continue;
                     }
                     return Ok(Reply::Created(result));

@@ -299,6 +299,14 @@ impl Broker {
                 Some(p) => self.resolve_plan(tenant, Some(service_id), Some(p))?,
                 None => current_plan,
             };
+            // sharing: leases use the owner's plan; it cannot change under them.
+            if target.plan.id != cur.plan_id
+                && cur.sharing.as_ref().is_some_and(|s| !s.leases.is_empty())
+            {
+                return Err(BrokerError::Unprocessable(
+                    "the instance is shared through leases, which use its plan: purge or delete the leases before changing the plan".into(),
+                ));
+            }
             if target.plan.id != cur.plan_id && !current_plan.plan_updateable() {
                 return Err(BrokerError::Unprocessable(format!(
                     "plan '{}' cannot be changed to another plan",
@@ -447,6 +455,25 @@ impl Broker {
                 )));
             }
             // --- sharing (broker/sharing.rs): a lease is deleted here; an owner's leases block or are purged ---
+            // A lease's bindings hold credentials on the owner's backing instance, which outlives the lease:
+            // they must be unbound first, or nothing could revoke them afterwards.
+            if cur.lease.is_some() {
+                let bound: Vec<String> = read
+                    .bindings
+                    .iter()
+                    .filter(|b| {
+                        b.item.instance_generation == cur.generation
+                            && b.item.state == BindingState::Ready
+                    })
+                    .map(|b| b.item.id.to_string())
+                    .collect();
+                if !bound.is_empty() {
+                    return Err(BrokerError::Unprocessable(format!(
+                        "this lease still has bindings ({}) whose credentials live on the owner's instance; unbind them first",
+                        bound.join(", ")
+                    )));
+                }
+            }
             let purge = match self.sharing_on_deprovision(&cur, version, meta).await? {
                 DeleteSharing::NotSharing => None,
                 DeleteSharing::Done(reply) => return Ok(reply),
@@ -475,6 +502,8 @@ impl Broker {
                 p.apply_to(&mut instance);
                 writes.extend(p.writes);
                 purge_operations = p.operations;
+                // The instance and its operation join the batch: all must fit one transaction.
+                super::sharing::too_many(writes.len() + 2)?;
             }
             let plan = self.catalog.plan_by_id(&cur.plan_id);
             match estimate {
@@ -494,15 +523,57 @@ impl Broker {
                     });
                 }
                 None => {
+                    let mut version = version;
+                    if cur.sharing.is_some() {
+                        // An owner of a shareable offering: a lease may be created concurrently. Commit
+                        // `Deleting` first (version-checked; lease creation needs a usable owner), so the
+                        // backend is never called for an owner that then turns out to be shared.
+                        let mut deleting = instance.clone();
+                        deleting.state = InstanceState::Deleting;
+                        writes.push(Write::replace(Record::Instance(deleting), version));
+                        writes.push(Write::create(Record::Operation(op.clone())));
+                        if !self.commit_then_enqueue(writes, None).await? {
+                            continue;
+                        }
+                        self.enqueue_all(&purge_operations).await?;
+                        purge_operations.clear();
+                        writes = Vec::new();
+                        version += 1;
+                    }
                     let outcome = self.backend.start(&job).await;
                     if !matches!(outcome, BackendOutcome::Done(_)) {
+                        if cur.sharing.is_some() {
+                            // Back to usable: the delete did not happen.
+                            let mut failed = op.clone();
+                            failed.finish(
+                                OperationState::Failed,
+                                Some("deprovision failed".into()),
+                                now,
+                            );
+                            let mut back = instance.clone();
+                            back.state = cur.state;
+                            self.store
+                                .commit(vec![
+                                    Write::replace(Record::Instance(back), version),
+                                    Write::replace(Record::Operation(failed), 1),
+                                ])
+                                .await?;
+                        }
                         return Err(sync_outcome_error(outcome));
                     }
                     instance.state = InstanceState::Gone;
                     op.finish(OperationState::Succeeded, None, now);
                     writes.push(Write::replace(Record::Instance(instance), version));
-                    writes.push(Write::create(Record::Operation(op)));
+                    if cur.sharing.is_some() {
+                        writes.push(Write::replace(Record::Operation(op), 1));
+                    } else {
+                        writes.push(Write::create(Record::Operation(op)));
+                    }
                     if !self.commit_then_enqueue(writes, None).await? {
+                        if cur.sharing.is_some() {
+                            // Only this request moves an owner out of `Deleting`: a conflict here is a bug.
+                            return Err(BrokerError::Store(StoreError::Conflict));
+                        }
                         continue;
                     }
                     self.enqueue_all(&purge_operations).await?;

@@ -125,11 +125,11 @@ fn ctx_str(ctx: Option<&Object>, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn too_many(writes: &[Write]) -> Result<()> {
-    if writes.len() > MAX_WRITES {
+/// Refuses a change of `writes` records that one atomic store change (a DynamoDB transaction) cannot hold.
+pub(super) fn too_many(writes: usize) -> Result<()> {
+    if writes > MAX_WRITES {
         return Err(BrokerError::Unprocessable(format!(
-            "this change would touch {} records, more than the {MAX_WRITES} one atomic change may hold: purge fewer leases at once",
-            writes.len()
+            "this change would touch {writes} records, more than the {MAX_WRITES} one atomic change may hold: purge fewer leases at once"
         )));
     }
     Ok(())
@@ -372,17 +372,13 @@ impl Broker {
             0 => return Ok(LeaseOutcome::NoOwner),
             1 => owners.remove(0),
             _ => {
-                let mut names: Vec<String> = owners
-                    .iter()
-                    .map(|o| format!("instance {} in tenant {}", o.item.id, o.item.tenant))
-                    .collect();
-                names.sort();
+                // Only the tenants: another tenant's instance ids are not the requester's to know.
                 let tenants: BTreeSet<&str> =
                     owners.iter().map(|o| o.item.tenant.as_str()).collect();
                 return Err(BrokerError::Conflict(format!(
-                    "this provision matches the sharing rules of several instances, in tenants {}: {}. Ask the owners to narrow their sharing_to, or use a sharing token",
-                    tenants.into_iter().collect::<Vec<_>>().join(", "),
-                    names.join(", ")
+                    "this provision matches the sharing rules of {} instances, in tenants {}. Ask the owners to narrow their sharing_to, or use a sharing token",
+                    owners.len(),
+                    tenants.into_iter().collect::<Vec<_>>().join(", ")
                 )));
             }
         };
@@ -718,7 +714,7 @@ impl Broker {
         owner.updated_at = now;
         writes.push(Write::replace(Record::Instance(owner), version));
         writes.extend(purge.writes);
-        too_many(&writes)?;
+        too_many(writes.len())?;
         match self.store.commit(writes).await {
             Err(StoreError::Conflict) => return Ok(UpdateSharing::Retry),
             r => r?,
@@ -804,7 +800,12 @@ impl Broker {
                     None,
                     now,
                 );
-                let mut op = Operation::start(&job, true, meta);
+                // The purge's unbinds belong to the leaser's binding: never the owner's webhook.
+                let unbind_meta = RequestMeta {
+                    webhook: None,
+                    ..meta.clone()
+                };
+                let mut op = Operation::start(&job, true, &unbind_meta);
                 op.backend_target = Some(target.clone());
                 op.description = Some(format!(
                     "unbind: the lease was purged by its owner (instance {} in tenant {})",

@@ -44,6 +44,17 @@ pub(super) fn callback_on_finish<B: Serialize>(
     };
     let body = serde_json::to_string(body)
         .map_err(|e| BrokerError::Store(StoreError::Corrupt(format!("webhook body: {e}"))))?;
+    // Over the cap nothing will be sent: record that at once, without the body or the secret (a body
+    // near DynamoDB's 400 KB item limit would otherwise make the final commit itself fail).
+    let too_large = body.len() > MAX_BODY_BYTES;
+    if too_large {
+        tracing::warn!(bytes = body.len(), "webhook body over the cap; not sent");
+    }
+    let (state, secret, body) = if too_large {
+        (CallbackState::TooLarge, None, None)
+    } else {
+        (CallbackState::Pending, Some(reg.secret), Some(body))
+    };
     Ok(Some(Write::create(Record::Callback(Callback {
         tenant: op.tenant.clone(),
         instance_id: op.instance_id.clone(),
@@ -51,14 +62,14 @@ pub(super) fn callback_on_finish<B: Serialize>(
         operation_id: op.id.clone(),
         kind: op.kind,
         url: reg.url,
-        secret: Some(reg.secret),
-        body: Some(body),
+        secret,
+        body,
         status,
         outcome: op.state,
         completed_at: now,
         api_version: reg.api_version,
         request_identity: op.request_identity.clone(),
-        state: CallbackState::Pending,
+        state,
         next_attempt_at: now,
         lease_until: None,
         attempts: Vec::new(),
@@ -93,7 +104,9 @@ pub(super) fn created_callbacks(writes: &[Write]) -> Vec<OperationKey> {
     writes
         .iter()
         .filter_map(|w| match (&w.record, w.expected) {
-            (Record::Callback(c), crate::ports::Expected::Absent) => Some(c.key()),
+            (Record::Callback(c), crate::ports::Expected::Absent) if !c.state.is_final() => {
+                Some(c.key())
+            }
             _ => None,
         })
         .collect()
@@ -483,4 +496,65 @@ fn rfc3339(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ports::BackendJob;
+    use crate::records::{RequestMeta, WebhookRegistration};
+
+    fn op_with_webhook() -> Operation {
+        let job = BackendJob {
+            kind: OperationKind::Bind,
+            operation_id: crate::ids::OperationId::parse("01JD0000000000000000000000").unwrap(),
+            tenant: "cf1".into(),
+            instance_id: crate::ids::InstanceId::parse("i1").unwrap(),
+            binding_id: Some(crate::ids::BindingId::parse("b1").unwrap()),
+            service_id: "s".into(),
+            plan_id: "p".into(),
+            parameters: None,
+            started_at: 1,
+        };
+        let meta = RequestMeta {
+            webhook: Some(WebhookRegistration {
+                url: "https://platform.example.com/cb".into(),
+                secret: "s3cret".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        };
+        Operation::start(&job, true, &meta)
+    }
+
+    #[test]
+    fn a_body_over_the_cap_is_recorded_too_large_without_body_or_secret_and_not_queued() {
+        let mut op = op_with_webhook();
+        let big = serde_json::json!({"credentials": {"blob": "\"".repeat(MAX_BODY_BYTES)}});
+        let w = callback_on_finish(&mut op, 201, &big, 5).unwrap().unwrap();
+        assert!(
+            op.webhook.is_none(),
+            "the registration moved off the operation"
+        );
+        let Record::Callback(cb) = &w.record else {
+            panic!("a callback")
+        };
+        assert_eq!(cb.state, CallbackState::TooLarge);
+        assert_eq!((cb.secret.clone(), cb.body.clone()), (None, None));
+        assert!(created_callbacks(std::slice::from_ref(&w)).is_empty());
+
+        let mut op = op_with_webhook();
+        let w = callback_on_finish(&mut op, 201, &serde_json::json!({}), 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(created_callbacks(std::slice::from_ref(&w)).len(), 1);
+        let mut op = op_with_webhook();
+        op.webhook = None;
+        assert!(
+            callback_on_finish(&mut op, 201, &serde_json::json!({}), 5)
+                .unwrap()
+                .is_none()
+        );
+    }
 }

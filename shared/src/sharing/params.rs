@@ -105,10 +105,17 @@ pub fn take(
         return Ok(SharingParams::default());
     };
     let mut out = SharingParams::default();
-    let top_token = params
-        .remove(TOKEN_KEY)
-        .or_else(|| params.remove("sharing-token"));
-    let cmdb = params.remove(KEY).or_else(|| params.remove("x-osb-cmdb"));
+    // Both spellings are removed (neither may reach the backend or the stored parameters); giving both
+    // is ambiguous.
+    let mut both =
+        |canonical: &str, kebab: &str| match (params.remove(canonical), params.remove(kebab)) {
+            (Some(_), Some(_)) => Err(bad(format!(
+                "parameters '{canonical}' and '{kebab}' are the same parameter: give one"
+            ))),
+            (a, b) => Ok(a.or(b)),
+        };
+    let top_token = both(TOKEN_KEY, "sharing-token")?;
+    let cmdb = both(KEY, "x-osb-cmdb")?;
     if let Some(t) = top_token {
         if request == Request::Update {
             return Err(bad(format!(
@@ -124,7 +131,14 @@ pub fn take(
     let Value::Object(cmdb) = cmdb else {
         return Err(bad(format!("parameter '{KEY}' must be an object")));
     };
+    let mut seen = std::collections::HashSet::new();
     for (key, value) in cmdb {
+        if !seen.insert(canonical(&key)) {
+            return Err(bad(format!(
+                "'{KEY}.{}' is given twice (snake_case and kebab-case spell the same key)",
+                canonical(&key)
+            )));
+        }
         match canonical(&key).as_str() {
             "sharing_to" => out.sharing_to = Some(parse_sharing_to(&value)?),
             "sharing_token" => match request {
@@ -329,6 +343,27 @@ mod tests {
         assert_eq!(sets[0].groups(), vec!["a", "b"]);
         assert_eq!(sets[0].get("namespace"), Some("ns"));
         assert_eq!(s.purge_leases_on_delete, Some(true));
+    }
+
+    #[test]
+    fn both_spellings_of_one_key_are_refused_and_never_left_in_the_parameters() {
+        for v in [
+            json!({"sharing_token": "osbst_a", "sharing-token": "osbst_b"}),
+            json!({"x_osb_cmdb": {}, "x-osb-cmdb": {}}),
+            json!({"x_osb_cmdb": {"sharing_to": [], "sharing-to": []}}),
+        ] {
+            let mut p = params(v.clone());
+            let e = take(&mut p, Request::Provision).expect_err("ambiguous");
+            assert!(
+                e.0.contains("give one") || e.0.contains("twice"),
+                "{v}: {}",
+                e.0
+            );
+        }
+        let mut p = params(json!({"sharing-token": "osbst_x", "a": 1}));
+        let s = take(&mut p, Request::Provision).unwrap();
+        assert_eq!(s.token.as_deref(), Some("osbst_x"));
+        assert_eq!(p, params(json!({"a": 1})));
     }
 
     #[test]
