@@ -7,7 +7,7 @@
 
 use crate::ids::{BindingId, InstanceId, OperationId};
 use crate::ports::{Record, RecordKey};
-use crate::records::OperationKey;
+use crate::records::{OperationKey, OperationState};
 use crate::sharing::LeaseRef;
 
 pub const SK_INSTANCE: &str = "INSTANCE";
@@ -135,9 +135,23 @@ pub fn encode_record(record: &Record) -> Result<Vec<u8>, String> {
 /// Sparse index of operations in progress: `unfinished_shard = U#<0..UNFINISHED_SHARDS>`.
 pub const UNFINISHED_SHARDS: u32 = 4;
 
-/// The shard an unfinished operation is indexed under (spreads writes over a few index partitions).
-pub fn unfinished_shard(key: &OperationKey) -> String {
-    format!("U#{}", shard_of(key))
+/// Index family of operations in progress (`U#0`..).
+pub const UNFINISHED_OPERATIONS: &str = "U#";
+/// Index family of callbacks whose delivery is not final (`C#0`..).
+pub const PENDING_CALLBACKS: &str = "C#";
+
+/// The one rule of what the sparse `unfinished` index holds, shared by both stores: the shard of an
+/// operation in progress or of a callback not yet final (spread over a few index partitions), `None` for
+/// everything else.
+pub fn index_shard(record: &Record) -> Option<String> {
+    let (family, key) = match record {
+        Record::Operation(o) if o.state == OperationState::InProgress => {
+            (UNFINISHED_OPERATIONS, o.key())
+        }
+        Record::Callback(c) if !c.state.is_final() => (PENDING_CALLBACKS, c.key()),
+        _ => return None,
+    };
+    Some(format!("{family}{}", shard_of(&key)))
 }
 
 fn shard_of(key: &OperationKey) -> u32 {
@@ -146,11 +160,6 @@ fn shard_of(key: &OperationKey) -> u32 {
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
         % UNFINISHED_SHARDS
-}
-
-/// The shard a callback whose delivery is not final is indexed under (same index, `C#` partitions).
-pub fn pending_callback_shard(key: &OperationKey) -> String {
-    format!("C#{}", shard_of(key))
 }
 
 /// The index partitions of each family: `U#n` operations in progress, `C#n` callbacks not final.
@@ -234,7 +243,7 @@ mod tests {
         let (pk, sk) = operation_key(&key);
         assert_eq!(pk, "T#cf-1#I#i-1.a");
         assert_eq!(parse_operation_key(&pk, &sk), Some(key.clone()));
-        assert!(unfinished_shard(&key).starts_with("U#"));
+        assert!(shard_of(&key) < UNFINISHED_SHARDS);
         assert_eq!(parse_operation_key(&pk, "B#x"), None);
         let (cpk, csk) = callback_key(&key);
         assert_eq!(

@@ -13,7 +13,7 @@ use crate::ports::{
     Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
     Write,
 };
-use crate::records::{Binding, Callback, Instance, Operation, OperationKey, OperationState};
+use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -231,11 +231,7 @@ fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
         (Expected::Version(v), Some(c)) if c as u64 == v => v + 1,
         _ => return Err(StoreError::Conflict),
     };
-    let unfinished = match &write.record {
-        Record::Operation(o) => o.state == OperationState::InProgress,
-        Record::Callback(c) => !c.state.is_final(),
-        _ => false,
-    };
+    let unfinished = keys::index_shard(&write.record).is_some();
     let body = keys::encode_record(&write.record).map_err(StoreError::Corrupt)?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

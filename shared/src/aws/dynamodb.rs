@@ -96,13 +96,7 @@ fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeVal
     let (pk, sk, entity) = keys::record_key(record);
     let body = String::from_utf8(keys::encode_record(record).map_err(StoreError::Corrupt)?)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let unfinished_shard = match record {
-        Record::Operation(o) if o.state == OperationState::InProgress => {
-            Some(keys::unfinished_shard(&o.key()))
-        }
-        Record::Callback(c) if !c.state.is_final() => Some(keys::pending_callback_shard(&c.key())),
-        _ => None,
-    };
+    let unfinished_shard = keys::index_shard(record);
     let item = Item {
         pk,
         sk,
@@ -464,7 +458,8 @@ impl Store for DynamoStore {
     }
 
     async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.indexed_keys("U#", keys::parse_operation_key).await
+        self.indexed_keys(keys::UNFINISHED_OPERATIONS, keys::parse_operation_key)
+            .await
     }
 
     async fn get_callback(
@@ -476,7 +471,8 @@ impl Store for DynamoStore {
     }
 
     async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.indexed_keys("C#", keys::parse_callback_key).await
+        self.indexed_keys(keys::PENDING_CALLBACKS, keys::parse_callback_key)
+            .await
     }
 }
 
