@@ -5,7 +5,7 @@
 //! DynamoDB/SQS call counts per OSB request, by an SDK interceptor.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
@@ -144,6 +144,45 @@ async fn env() -> Env {
     }
 }
 
+/// One poll of a queue as the Lambda event source does it: receive, invoke `handle` with an SQS event,
+/// delete the messages it did not report as failed. Returns (handled, failed).
+async fn sqs_round(
+    queue: &SqsQueue,
+    wait: Duration,
+    visibility: Duration,
+    handle: impl AsyncFnOnce(SqsEvent) -> SqsBatchResponse,
+) -> (usize, usize) {
+    let deliveries = queue.receive(10, wait, visibility).await.unwrap();
+    if deliveries.is_empty() {
+        return (0, 0);
+    }
+    let records: Vec<Value> = deliveries
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            json!({"messageId": format!("m{n}"), "receiptHandle": d.receipt, "body": d.body,
+                   "attributes": {"ApproximateReceiveCount": d.receive_count.to_string()},
+                   "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+    let failed = failed_ids(&handle(event).await);
+    for (n, d) in deliveries.iter().enumerate() {
+        if !failed.contains(&format!("m{n}")) {
+            queue.ack(&d.receipt).await.unwrap();
+        }
+    }
+    (deliveries.len(), failed.len())
+}
+
+/// The message ids a batch response reports as failed.
+fn failed_ids(resp: &SqsBatchResponse) -> Vec<String> {
+    resp.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
 fn event(
     tenant: &str,
     method: &str,
@@ -206,69 +245,26 @@ impl Env {
     /// One poll of the queue as the Lambda event source does it: receive, invoke the worker handler
     /// with an SQS event, delete the messages it did not report as failed. Returns (handled, failed).
     async fn worker_round(&self, broker: &Arc<Broker>) -> (usize, usize) {
-        let deliveries = self
-            .queue
-            .receive(10, Duration::from_secs(1), Duration::from_secs(2))
-            .await
-            .unwrap();
-        if deliveries.is_empty() {
-            return (0, 0);
-        }
-        let records: Vec<Value> = deliveries
-            .iter()
-            .enumerate()
-            .map(|(n, d)| {
-                json!({"messageId": format!("m{n}"), "receiptHandle": d.receipt, "body": d.body,
-                       "attributes": {"ApproximateReceiveCount": d.receive_count.to_string()},
-                       "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
-            })
-            .collect();
-        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
-        let resp = osb_worker::handle_batch(broker.clone(), event).await;
-        let failed: Vec<String> = resp
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (n, d) in deliveries.iter().enumerate() {
-            if !failed.contains(&format!("m{n}")) {
-                self.queue.ack(&d.receipt).await.unwrap();
-            }
-        }
-        (deliveries.len(), failed.len())
+        sqs_round(
+            &self.queue,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            async |event| osb_worker::handle_batch(broker.clone(), event).await,
+        )
+        .await
     }
 
-    /// One poll of the webhook queue as its Lambda event source does it (see `worker_round`).
+    /// One poll of the webhook queue as its Lambda event source does it (see `sqs_round`).
     async fn webhook_round(&self) -> usize {
-        let deliveries = self
-            .webhook_queue
-            .receive(10, Duration::from_millis(200), Duration::from_secs(5))
-            .await
-            .unwrap();
-        if deliveries.is_empty() {
-            return 0;
-        }
-        let records: Vec<Value> = deliveries
-            .iter()
-            .enumerate()
-            .map(|(n, d)| {
-                json!({"messageId": format!("w{n}"), "receiptHandle": d.receipt, "body": d.body,
-                       "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
-            })
-            .collect();
-        let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
-        let resp = osb_webhooks::handle_batch(self.webhooks.clone(), event).await;
-        let failed: Vec<String> = resp
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (n, d) in deliveries.iter().enumerate() {
-            if !failed.contains(&format!("w{n}")) {
-                self.webhook_queue.ack(&d.receipt).await.unwrap();
-            }
-        }
-        deliveries.len()
+        let delivery = self.webhooks.clone();
+        let (handled, _) = sqs_round(
+            &self.webhook_queue,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            async |event| osb_webhooks::handle_batch(delivery, event).await,
+        )
+        .await;
+        handled
     }
 
     /// Runs worker rounds until the `last_operation` at `path` is final (bounded).
@@ -776,12 +772,10 @@ async fn the_worker_fixture_event_reports_only_failed_message_ids() {
     ));
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let resp = osb_worker::handle_batch(Arc::new(broken), event).await;
-    let ids: Vec<&str> = resp
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(ids, vec!["059f36b4-87a3-44ab-83d2-661975830a7d"]);
+    assert_eq!(
+        failed_ids(&resp),
+        vec!["059f36b4-87a3-44ab-83d2-661975830a7d"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,12 +798,10 @@ async fn the_webhook_fixture_event_is_handled_and_failures_are_reported_by_id() 
     ));
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let resp = osb_webhooks::handle_batch(Arc::new(broken), event).await;
-    let ids: Vec<&str> = resp
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(ids, vec!["7b1c2a90-3d4e-4f51-9a6b-0c8d7e6f5a41"]);
+    assert_eq!(
+        failed_ids(&resp),
+        vec!["7b1c2a90-3d4e-4f51-9a6b-0c8d7e6f5a41"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
