@@ -7,7 +7,7 @@ use crate::catalog::{BackendConfig, Catalog};
 use crate::model::responses::BindingResult;
 use crate::model::{Credentials, Object};
 use crate::ports::backend::{BackendRejection, Done, InstanceResult};
-use crate::ports::{Backend, BackendJob, BackendOutcome, Clock};
+use crate::ports::{Backend, BackendJob, BackendOutcome, Clock, rfc3339_ms};
 use crate::records::OperationKind;
 use async_trait::async_trait;
 use rand::Rng;
@@ -181,10 +181,13 @@ impl SimulatedBackend {
         let metadata = self.plan(job).credential_ttl_seconds.map(|ttl| {
             let now = self.clock.now_ms() / 1000;
             let mut m = Object::new();
-            m.insert("expires_at".into(), json!(rfc3339(now + ttl as i64)));
+            m.insert(
+                "expires_at".into(),
+                json!(rfc3339_ms((now + ttl as i64) * 1000)),
+            );
             m.insert(
                 "renew_before".into(),
-                json!(rfc3339(now + (ttl as i64) * 4 / 5)),
+                json!(rfc3339_ms((now + (ttl as i64) * 4 / 5) * 1000)),
             );
             m
         });
@@ -197,16 +200,6 @@ impl SimulatedBackend {
             ..Default::default()
         }
     }
-}
-
-fn rfc3339(unix_secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// The handle of a job in progress: `sim:<ready at, unix ms>:<failure or empty>`.
@@ -274,6 +267,7 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.5Z");
     }
 }

@@ -11,7 +11,7 @@ use crate::keys;
 use crate::model::Object;
 use crate::model::requests::{ProvisionRequest, UpdateRequest};
 use crate::model::responses::ProvisionResponse;
-use crate::ports::{BackendJob, Bindings, Record, StoreError, Versioned, Write};
+use crate::ports::{BackendJob, Bindings, Record, StoreError, Versioned, Write, rfc3339_ms};
 use crate::records::{
     BindingState, Instance, InstanceState, Operation, OperationKey, OperationKind, RequestMeta,
 };
@@ -957,7 +957,7 @@ impl Broker {
                     "namespace": l.namespace,
                     "instance_name": l.instance_name,
                     "instance_guid": l.id,
-                    "created_at": rfc3339(l.created_at),
+                    "created_at": rfc3339_ms(l.created_at),
                 }));
             }
         }
@@ -969,7 +969,7 @@ impl Broker {
                 "sharing_token".into(),
                 json!({
                     "token": self.sharing.token(&cur.tenant, cur.id.as_str(), &t.nonce, t.expires_at),
-                    "expiration_date": rfc3339(t.expires_at),
+                    "expiration_date": rfc3339_ms(t.expires_at),
                 }),
             );
         }
@@ -981,15 +981,4 @@ impl Broker {
         params.insert(params::KEY.into(), Value::Object(view));
         Ok((Some(params), None))
     }
-}
-
-/// RFC 3339 of unix milliseconds.
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use crate::http::error::ApiError;
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{
     AttemptOutcome, Clock, Queue, Record, Store, StoreError, Versioned, WebhookRequest,
-    WebhookSender, Write,
+    WebhookSender, Write, rfc3339_ms,
 };
 use crate::records::{
     AttemptRecord, Callback, CallbackState, Operation, OperationKey, OperationKind, OperationState,
@@ -389,10 +389,7 @@ impl WebhookDelivery {
                 .to_owned(),
             ),
             ("x-osb-status".to_owned(), cb.status.to_string()),
-            (
-                "x-osb-completed-at".to_owned(),
-                rfc3339(cb.completed_at).unwrap_or_default(),
-            ),
+            ("x-osb-completed-at".to_owned(), rfc3339_ms(cb.completed_at)),
             ("x-osb-attempt".to_owned(), attempt.to_string()),
         ];
         if let Some(b) = &cb.binding_id {
@@ -490,12 +487,6 @@ impl WebhookDelivery {
             }
         }
     }
-}
-
-fn rfc3339(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }
 
 #[cfg(test)]

@@ -8,6 +8,18 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
 }
 
+/// A unix-millisecond time as RFC 3339 in UTC (fractional seconds only when there are any); empty when out
+/// of range.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 

@@ -7,7 +7,7 @@ pub mod store;
 pub mod webhook;
 
 pub use backend::{Backend, BackendJob, BackendOutcome};
-pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
+pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator, rfc3339_ms};
 pub use queue::{Delivery, Queue, QueueError};
 pub use store::{
     Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
