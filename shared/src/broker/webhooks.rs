@@ -451,41 +451,12 @@ impl WebhookDelivery {
     /// Runs `concurrency` consumers of the webhook queue until the task is dropped (local mode).
     pub async fn run(self: Arc<Self>, concurrency: usize) {
         let visibility = self.attempt_timeout + LEASE_SLACK;
-        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-        loop {
-            let permits = sem.available_permits().max(1);
-            let deliveries = match self
-                .queue
-                .receive(permits.min(10), Duration::from_secs(1), visibility)
-                .await
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhook queue receive failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            for d in deliveries {
-                let Ok(permit) = sem.clone().acquire_owned().await else {
-                    return;
-                };
-                let this = self.clone();
-                tokio::spawn(async move {
-                    match this.process_message(&d.body).await {
-                        Ok(()) => {
-                            if let Err(e) = this.queue.ack(&d.receipt).await {
-                                tracing::error!(error = %e, "webhook message ack failed");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "webhook processing failed; it will be retried")
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-        }
+        let queue = self.queue.clone();
+        super::worker::consume(queue, "webhooks", concurrency, visibility, move |body| {
+            let this = self.clone();
+            async move { this.process_message(&body).await }
+        })
+        .await
     }
 }
 

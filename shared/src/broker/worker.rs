@@ -322,17 +322,36 @@ pub async fn handle_delivery(
 
 /// Runs `concurrency` consumers of the operations queue until the task is dropped (local mode).
 pub async fn run_workers(broker: Arc<Broker>, concurrency: usize, visibility: Duration) {
+    let queue = broker.queue.clone();
+    consume(queue, "operations", concurrency, visibility, move |body| {
+        let broker = broker.clone();
+        async move { process_message(&broker, &body).await }
+    })
+    .await
+}
+
+/// Local-mode consumer of a queue: up to `concurrency` messages handled at once, each acknowledged when
+/// `handle(body)` succeeds and left for redelivery after `visibility` when it fails. Runs until dropped.
+pub(crate) async fn consume<F, Fut>(
+    queue: Arc<dyn Queue>,
+    name: &'static str,
+    concurrency: usize,
+    visibility: Duration,
+    handle: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     loop {
         let permits = sem.available_permits().max(1);
-        let deliveries = match broker
-            .queue
+        let deliveries = match queue
             .receive(permits.min(10), Duration::from_secs(1), visibility)
             .await
         {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(error = %e, "operations queue receive failed");
+                tracing::error!(queue = name, error = %e, "queue receive failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -341,12 +360,18 @@ pub async fn run_workers(broker: Arc<Broker>, concurrency: usize, visibility: Du
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
-            let broker = broker.clone();
+            let work = handle(d.body);
+            let queue = queue.clone();
             tokio::spawn(async move {
-                if let Err(e) =
-                    handle_delivery(&broker, broker.queue.as_ref(), &d.body, &d.receipt).await
-                {
-                    tracing::error!(error = %e, "operation processing failed; it will be retried");
+                match work.await {
+                    Ok(()) => {
+                        if let Err(e) = queue.ack(&d.receipt).await {
+                            tracing::error!(queue = name, error = %e, "acknowledging a message failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = name, error = %e, "message processing failed; it will be retried")
+                    }
                 }
                 drop(permit);
             });
