@@ -75,6 +75,14 @@ fn same_parameters(a: &Option<Object>, b: &Option<Object>) -> bool {
     a.as_ref().unwrap_or(&empty) == b.as_ref().unwrap_or(&empty)
 }
 
+/// Sends an operation's key — all a message of the operations or webhook queue carries.
+pub(crate) async fn send_key(queue: &dyn Queue, key: &OperationKey, delay: Duration) -> Result<()> {
+    let body = serde_json::to_string(key)
+        .map_err(|e| BrokerError::BadRequest(format!("cannot encode operation key: {e}")))?;
+    queue.send(body, delay).await?;
+    Ok(())
+}
+
 impl Broker {
     /// The plan of a request: both ids given, the offering visible to the tenant, the plan one of its plans.
     fn resolve_plan(
@@ -174,10 +182,7 @@ impl Broker {
 
     /// Puts the operation on the operations queue for the worker.
     async fn enqueue(&self, key: &OperationKey, delay: Duration) -> Result<()> {
-        let body = serde_json::to_string(key)
-            .map_err(|e| BrokerError::BadRequest(format!("cannot encode operation key: {e}")))?;
-        self.queue.send(body, delay).await?;
-        Ok(())
+        send_key(self.queue.as_ref(), key, delay).await
     }
 
     #[allow(clippy::too_many_arguments)]

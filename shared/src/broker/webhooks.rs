@@ -122,10 +122,7 @@ impl Broker {
     }
 
     pub(super) async fn enqueue_callback(&self, key: &OperationKey, delay: Duration) -> Result<()> {
-        let body = serde_json::to_string(key)
-            .map_err(|e| BrokerError::BadRequest(format!("cannot encode callback key: {e}")))?;
-        self.webhook_queue.send(body, delay).await?;
-        Ok(())
+        super::send_key(self.webhook_queue.as_ref(), key, delay).await
     }
 
     /// Re-enqueues the pending callbacks whose message seems lost: due (or their sender's lease over) for
@@ -348,10 +345,7 @@ impl WebhookDelivery {
         if gave_up {
             tracing::warn!("webhook delivery gave up; the platform must poll last_operation");
             if let Some(dlq) = &self.dead_letters {
-                let msg = serde_json::to_string(&key).map_err(|e| {
-                    BrokerError::BadRequest(format!("cannot encode callback key: {e}"))
-                })?;
-                dlq.send(msg, Duration::ZERO).await?;
+                super::send_key(dlq.as_ref(), &key, Duration::ZERO).await?;
             }
         }
         Ok(step)
