@@ -9,6 +9,7 @@
 use super::Broker;
 use crate::error::{BrokerError, Result};
 use crate::http::error::ApiError;
+use crate::model::responses::ProvisionResponse;
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{
     AttemptOutcome, Clock, Queue, Record, Store, StoreError, Versioned, WebhookRequest,
@@ -89,6 +90,31 @@ pub(super) fn failure_body(op: &Operation) -> (u16, crate::model::responses::Err
     body.instance_usable = op.instance_usable;
     body.update_repeatable = op.update_repeatable;
     (status, body)
+}
+
+/// The body a synchronous call of `kind` returns on success, from the final records about to be written:
+/// provision `{dashboard_url, metadata}`, update `{dashboard_url}`, bind the binding's result, else `{}`.
+pub(super) fn success_body(kind: OperationKind, writes: &[Write]) -> serde_json::Value {
+    let body = writes.iter().find_map(|w| match (&w.record, kind) {
+        (Record::Instance(i), OperationKind::Provision) => {
+            serde_json::to_value(ProvisionResponse {
+                dashboard_url: i.dashboard_url.clone(),
+                operation: None,
+                metadata: i.metadata.clone(),
+            })
+            .ok()
+        }
+        (Record::Instance(i), OperationKind::Update) => serde_json::to_value(ProvisionResponse {
+            dashboard_url: i.dashboard_url.clone(),
+            ..Default::default()
+        })
+        .ok(),
+        (Record::Binding(b), OperationKind::Bind) => {
+            serde_json::to_value(b.result.clone().unwrap_or_default()).ok()
+        }
+        _ => None,
+    });
+    body.unwrap_or_else(|| serde_json::json!({}))
 }
 
 /// The status of the synchronous call's success: 201 for creations, 200 otherwise.

@@ -5,9 +5,10 @@
 
 use super::Broker;
 use super::instances::apply_change;
-use super::webhooks::{callback_on_finish, created_callbacks, failure_body, success_status};
+use super::webhooks::{
+    callback_on_finish, created_callbacks, failure_body, success_body, success_status,
+};
 use crate::error::{BrokerError, Result};
-use crate::model::responses::ProvisionResponse;
 use crate::ports::backend::{Done, InstanceResult};
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{BackendOutcome, Queue, Record, StoreError, Versioned, Write};
@@ -124,8 +125,6 @@ impl Broker {
             OperationState::Failed
         };
         let mut writes = Vec::with_capacity(3);
-        // The body the synchronous call would have returned on success (for the webhook).
-        let mut success_body = serde_json::json!({});
         if op.kind.is_binding() {
             let binding_id = op.binding_id.clone().ok_or_else(|| {
                 BrokerError::Store(StoreError::Corrupt(
@@ -147,8 +146,6 @@ impl Broker {
                         if let Some(Done::Binding(r)) = done {
                             b.result = Some(r);
                         }
-                        success_body = serde_json::to_value(b.result.clone().unwrap_or_default())
-                            .unwrap_or_default();
                         BindingState::Ready
                     }
                     (OperationKind::Bind, false) => BindingState::CreateFailed,
@@ -174,12 +171,6 @@ impl Broker {
                         i.metadata = r.metadata;
                     }
                     i.state = InstanceState::Ready;
-                    success_body = serde_json::to_value(ProvisionResponse {
-                        dashboard_url: i.dashboard_url.clone(),
-                        operation: None,
-                        metadata: i.metadata.clone(),
-                    })
-                    .unwrap_or_default();
                 }
                 (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
                 (OperationKind::Update, true) => {
@@ -191,11 +182,6 @@ impl Broker {
                         apply_change(&mut i, &change, result);
                     }
                     i.state = InstanceState::Ready;
-                    success_body = serde_json::to_value(ProvisionResponse {
-                        dashboard_url: i.dashboard_url.clone(),
-                        ..Default::default()
-                    })
-                    .unwrap_or_default();
                 }
                 (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
                 _ => i.state = InstanceState::Ready,
@@ -203,11 +189,12 @@ impl Broker {
             writes.push(Write::replace(Record::Instance(i), version));
         }
         op.finish(state, description, now);
-        let callback = if succeeded {
-            {
-                let status = success_status(op.kind);
-                callback_on_finish(&mut op, status, &success_body, now)?
-            }
+        // The webhook's body (only when one was registered): what the synchronous call would have returned.
+        let callback = if op.webhook.is_none() {
+            None
+        } else if succeeded {
+            let (status, body) = (success_status(op.kind), success_body(op.kind, &writes));
+            callback_on_finish(&mut op, status, &body, now)?
         } else {
             let (status, body) = failure_body(&op);
             callback_on_finish(&mut op, status, &body, now)?
