@@ -179,6 +179,12 @@ impl Broker {
     /// Starts a broker with the three default tenants and the demo catalog; `config_toml_extra` is put
     /// in the configuration file before the tenant tables (top-level keys, or whole tables).
     pub async fn start(config_toml_extra: &str) -> Broker {
+        let rust_log = std::env::var("E2E_BROKER_LOG").unwrap_or_else(|_| "info".into());
+        Broker::start_logging(config_toml_extra, &rust_log).await
+    }
+
+    /// [`Broker::start`] with the broker logging at `rust_log` (e.g. `debug`, to check what logs hold).
+    pub async fn start_logging(config_toml_extra: &str, rust_log: &str) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("osb-e2e-")
             .tempdir()
@@ -194,7 +200,7 @@ impl Broker {
         let mut broker = Broker {
             dir,
             extra: config_toml_extra.to_owned(),
-            rust_log: std::env::var("E2E_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            rust_log: rust_log.to_owned(),
             secret,
             port: 0,
             child: None,
@@ -202,14 +208,6 @@ impl Broker {
         };
         broker.launch(None).await;
         broker
-    }
-
-    /// [`Broker::start`] with the broker logging at `rust_log` (e.g. `debug`, to check what logs hold).
-    pub async fn start_logging(config_toml_extra: &str, rust_log: &str) -> Broker {
-        let mut b = Broker::start(config_toml_extra).await;
-        b.rust_log = rust_log.to_owned();
-        b.restart().await;
-        b
     }
 
     /// The broker process's id, while it runs.
