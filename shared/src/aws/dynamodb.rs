@@ -194,6 +194,53 @@ impl DynamoStore {
         out.item.map(from_item).transpose()
     }
 
+    /// The items at these `(pk, sk)` keys that exist: consistent `BatchGetItem`s of at most 100 keys, each
+    /// retried for its unprocessed keys (a few times, then `Unavailable`).
+    async fn batch_get(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        for chunk in wanted.chunks(100) {
+            let keys_and_attributes = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk
+                        .iter()
+                        .map(|(pk, sk)| {
+                            HashMap::from([
+                                ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                                ("sk".to_owned(), AttributeValue::S(sk.clone())),
+                            ])
+                        })
+                        .collect(),
+                ))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(format!("cannot build the read: {e}")))?;
+            let mut request = Some(HashMap::from([(self.table.clone(), keys_and_attributes)]));
+            for _ in 0..5 {
+                let Some(req) = request.take().filter(|r| !r.is_empty()) else {
+                    break;
+                };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", sdk_code(&e)))?;
+                if let Some(mut responses) = out.responses {
+                    items.extend(responses.remove(&self.table).unwrap_or_default());
+                }
+                request = out.unprocessed_keys;
+            }
+            if request.is_some_and(|r| !r.is_empty()) {
+                return Err(unavailable("BatchGetItem", "unprocessed keys".into()));
+            }
+        }
+        Ok(items)
+    }
+
     fn put(&self, write: &Write) -> Result<Put, StoreError> {
         let c = Conditional::of(write)?;
         Put::builder()
@@ -295,41 +342,11 @@ impl Store for DynamoStore {
             }
             // The instance and the named bindings: one BatchGetItem (plus retries of unprocessed keys).
             Bindings::Ids(ids) => {
-                let key = |sk: String| {
-                    HashMap::from([
-                        ("pk".to_owned(), AttributeValue::S(pk.clone())),
-                        ("sk".to_owned(), AttributeValue::S(sk)),
-                    ])
-                };
-                let keys_and_attributes = KeysAndAttributes::builder()
-                    .set_keys(Some(
-                        std::iter::once(key(keys::SK_INSTANCE.into()))
-                            .chain(ids.iter().map(|id| key(keys::binding_sk(id))))
-                            .collect(),
-                    ))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(format!("cannot build the read: {e}")))?;
-                let mut request = Some(HashMap::from([(self.table.clone(), keys_and_attributes)]));
-                for _ in 0..5 {
-                    let Some(req) = request.take().filter(|r| !r.is_empty()) else {
-                        break;
-                    };
-                    let out = self
-                        .client
-                        .batch_get_item()
-                        .set_request_items(Some(req))
-                        .send()
-                        .await
-                        .map_err(|e| unavailable("BatchGetItem", sdk_code(&e)))?;
-                    if let Some(mut responses) = out.responses {
-                        items.extend(responses.remove(&self.table).unwrap_or_default());
-                    }
-                    request = out.unprocessed_keys;
-                }
-                if request.is_some_and(|r| !r.is_empty()) {
-                    return Err(unavailable("BatchGetItem", "unprocessed keys".into()));
-                }
+                let wanted: Vec<(String, String)> =
+                    std::iter::once((pk.clone(), keys::SK_INSTANCE.to_owned()))
+                        .chain(ids.iter().map(|id| (pk.clone(), keys::binding_sk(id))))
+                        .collect();
+                items = self.batch_get(&wanted).await?;
             }
         }
         let mut out = InstanceWithBindings::default();
@@ -408,51 +425,18 @@ impl Store for DynamoStore {
                 unique.push(k);
             }
         }
-        // BatchGetItem takes at most 100 keys.
-        for chunk in unique.chunks(100) {
-            let keys_and_attributes = KeysAndAttributes::builder()
-                .set_keys(Some(
-                    chunk
-                        .iter()
-                        .map(|k| {
-                            HashMap::from([
-                                ("pk".to_owned(), AttributeValue::S(k.pk.clone())),
-                                ("sk".to_owned(), AttributeValue::S(k.sk.clone())),
-                            ])
-                        })
-                        .collect(),
-                ))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::Unavailable(format!("cannot build the read: {e}")))?;
-            let mut request = Some(HashMap::from([(self.table.clone(), keys_and_attributes)]));
-            for _ in 0..5 {
-                let Some(req) = request.take().filter(|r| !r.is_empty()) else {
-                    break;
-                };
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(req))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("BatchGetItem", sdk_code(&e)))?;
-                if let Some(mut responses) = got.responses {
-                    for item in responses.remove(&self.table).unwrap_or_default() {
-                        let item: Item = serde_dynamo::from_item(item)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        out.push(Versioned {
-                            item: keys::decode_record(&item.entity, item.body.as_bytes())
-                                .map_err(StoreError::Corrupt)?,
-                            version: item.version,
-                        });
-                    }
-                }
-                request = got.unprocessed_keys;
-            }
-            if request.is_some_and(|r| !r.is_empty()) {
-                return Err(unavailable("BatchGetItem", "unprocessed keys".into()));
-            }
+        let wanted: Vec<(String, String)> = unique
+            .iter()
+            .map(|k| (k.pk.clone(), k.sk.clone()))
+            .collect();
+        for item in self.batch_get(&wanted).await? {
+            let item: Item =
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(Versioned {
+                item: keys::decode_record(&item.entity, item.body.as_bytes())
+                    .map_err(StoreError::Corrupt)?,
+                version: item.version,
+            });
         }
         Ok(out)
     }
