@@ -6,13 +6,7 @@ use osb_api::app;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .without_time()
-        .init();
+    osb_broker::aws::init_lambda_tracing();
     let router = app::from_env().await?;
     lambda_http::run(router).await
 }

@@ -7,13 +7,7 @@ use osb_broker::aws::{self, AwsConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .without_time()
-        .init();
+    osb_broker::aws::init_lambda_tracing();
     let cfg = AwsConfig::from_env(false)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let broker = aws::broker(&cfg, &sdk)?;

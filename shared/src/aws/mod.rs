@@ -13,6 +13,18 @@ pub use config::AwsConfig;
 pub use dynamodb::DynamoStore;
 pub use sqs::SqsQueue;
 
+/// The logging of every Lambda function: JSON lines (CloudWatch Logs Insights reads their fields), level
+/// from `RUST_LOG` (default `info`), no timestamp (Lambda adds its own).
+pub fn init_lambda_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .without_time()
+        .init();
+}
+
 /// The error code of an SDK error, for classification and logs; never the whole error (which may
 /// carry request details).
 pub(crate) fn error_code<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> String {
