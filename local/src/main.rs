@@ -46,12 +46,20 @@ async fn main() -> anyhow::Result<()> {
     let cfg = parse_args()?;
     let embedded = osb_broker::embedded::build_default(&cfg)?;
     let resumed = embedded.broker.resume_unfinished().await?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resumed unfinished operations");
+    if resumed.redriven + resumed.failed > 0 {
+        tracing::info!(
+            resumed = resumed.redriven,
+            failed = resumed.failed,
+            "resumed unfinished operations"
+        );
     }
     let callbacks = embedded.broker.resume_callbacks().await?;
-    if callbacks > 0 {
-        tracing::info!(callbacks, "resumed pending webhook callbacks");
+    if callbacks.redriven + callbacks.failed > 0 {
+        tracing::info!(
+            callbacks = callbacks.redriven,
+            failed = callbacks.failed,
+            "resumed pending webhook callbacks"
+        );
     }
     tokio::spawn(embedded.webhooks.clone().run(cfg.webhook_delivery.senders));
     tokio::spawn(run_workers(
@@ -64,13 +72,21 @@ async fn main() -> anyhow::Result<()> {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             every.tick().await;
-            match sweeper.sweep_stalled().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(redriven = n, "re-drove stalled operations"),
-                Err(e) => tracing::error!(error = %e, "sweep of stalled operations failed"),
-            }
-            if let Err(e) = sweeper.sweep_callbacks().await {
-                tracing::error!(error = %e, "sweep of stalled webhook callbacks failed");
+            // Both sweeps run every time; a listing that fails is logged and tried a minute later.
+            let report = sweeper.sweep().await;
+            for (what, result) in [
+                ("operations", report.operations),
+                ("webhook callbacks", report.callbacks),
+            ] {
+                match result {
+                    Ok(c) if c.redriven + c.failed == 0 => {}
+                    Ok(c) => tracing::warn!(
+                        redriven = c.redriven,
+                        failed = c.failed,
+                        "sweep of stalled {what} done"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "sweep of stalled {what} failed"),
+                }
             }
         }
     });

@@ -90,9 +90,9 @@ retention = int(resources["WebhookQueue"]["Properties"].get("MessageRetentionPer
 check(retention > 30 * 3600, "WebhookQueue: MessageRetentionPeriod must exceed the 30 h retry horizon")
 
 # The scheduled sweep: when the worker handles it, a schedule invokes the worker.
-if "sweep_stalled" in (ROOT / "functions/worker/src/lib.rs").read_text():
+if "broker.sweep()" in (ROOT / "functions/worker/src/lib.rs").read_text():
     check(any(e["Type"] in ("Schedule", "ScheduleV2") for e in worker["Properties"].get("Events", {}).values()),
-          "WorkerFunction handles the sweep (sweep_stalled) but has no Schedule event")
+          "WorkerFunction handles the sweep (Broker::sweep) but has no Schedule event")
 
 # Queues: every queue that is not itself a dead-letter queue has one.
 queues = by_type("AWS::SQS::Queue")

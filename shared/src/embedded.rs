@@ -2,7 +2,7 @@
 //! shared by the local runner and the API Lambda until the AWS adapters are configured.
 
 use crate::adapters::{MemoryQueue, SqliteStore};
-use crate::backends::simulated::SimulatedBackend;
+use crate::backends::simulated::{SimulatedBackend, SqliteLedger};
 use crate::broker::Broker;
 use crate::broker::webhooks::WebhookDelivery;
 use crate::config::{BrokerConfig, ConfigError};
@@ -23,6 +23,8 @@ pub enum StartError {
     Webhooks(#[from] crate::webhooks::WebhookPolicyError),
     #[error("cannot build the webhook sender: {0}")]
     WebhookSender(#[from] crate::webhooks::SenderBuildError),
+    #[error("cannot open the simulated backend's ledger: {0}")]
+    Backend(#[from] crate::ports::BackendError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
 }
@@ -54,11 +56,22 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
     let key_file = config.data_dir.join("sharing-token-key");
     let key = crate::sharing::TokenKey::load_or_create(&key_file)
         .map_err(|e| StartError::DataDir(key_file.clone(), e))?;
+    // The simulated backend's own world, beside the broker's database: what it created survives restarts,
+    // and its credentials are derived with a key of its own.
+    let ledger = SqliteLedger::open(&config.data_dir.join("simulated-backend.db"))?;
+    let sim_key_file = config.data_dir.join("simulated-backend-key");
+    let sim_key = crate::sharing::TokenKey::load_or_create(&sim_key_file)
+        .map_err(|e| StartError::DataDir(sim_key_file.clone(), e))?;
     let broker = Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(store),
         queue: Arc::new(MemoryQueue::new()),
-        backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
+        backend: Arc::new(SimulatedBackend::new(
+            catalog,
+            clock.clone(),
+            Arc::new(ledger),
+            sim_key.into_bytes(),
+        )),
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),

@@ -76,12 +76,20 @@ pub enum BindingState {
     Gone,
 }
 
+fn first_generation() -> u64 {
+    1
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Binding {
     pub tenant: String,
     pub instance_id: InstanceId,
     pub instance_generation: u64,
     pub id: BindingId,
+    /// Incremented each time the binding id is bound again after an unbind or a failed bind (the backend's
+    /// identity of the binding, see `ports::backend`).
+    #[serde(default = "first_generation")]
+    pub generation: u64,
     pub service_id: String,
     pub plan_id: String,
     #[serde(default)]
@@ -175,6 +183,12 @@ pub struct Operation {
     pub binding_id: Option<BindingId>,
     pub id: OperationId,
     pub kind: OperationKind,
+    /// The life of the instance (`Instance::generation`) the operation acts on.
+    #[serde(default = "first_generation")]
+    pub generation: u64,
+    /// The life of the binding (`Binding::generation`); 0 for instance operations.
+    #[serde(default)]
+    pub binding_generation: u64,
     /// The offering and plan the backend job runs on (for an update: the target plan).
     #[serde(default)]
     pub service_id: String,
@@ -230,6 +244,8 @@ impl Operation {
             binding_id: job.binding_id.clone(),
             id: job.operation_id.clone(),
             kind: job.kind,
+            generation: job.generation,
+            binding_generation: job.binding_generation,
             service_id: job.service_id.clone(),
             plan_id: job.plan_id.clone(),
             state: OperationState::InProgress,
@@ -255,16 +271,22 @@ impl Operation {
 
     /// The backend job this operation runs.
     pub fn job(&self) -> BackendJob {
-        let (tenant, instance_id) = match &self.backend_target {
-            Some(t) => (t.tenant.clone(), t.instance_id.clone()),
-            None => (self.tenant.clone(), self.instance_id.clone()),
+        let (tenant, instance_id, generation) = match &self.backend_target {
+            Some(t) => (t.tenant.clone(), t.instance_id.clone(), t.generation),
+            None => (
+                self.tenant.clone(),
+                self.instance_id.clone(),
+                self.generation,
+            ),
         };
         BackendJob {
             kind: self.kind,
             operation_id: self.id.clone(),
             tenant,
             instance_id,
+            generation,
             binding_id: self.binding_id.clone(),
+            binding_generation: self.binding_generation,
             service_id: self.service_id.clone(),
             plan_id: self.plan_id.clone(),
             parameters: self.parameters.clone(),

@@ -474,7 +474,8 @@ async fn simulate_parameters_are_validated_and_never_checked_against_the_plan_sc
             r.body
         );
     }
-    // A synchronous failure answers 502 and writes nothing.
+    // A synchronous failure answers 502. The instance was committed (Creating) before the backend was
+    // called; the failure leaves a tombstone: for the platform it never existed (GET 404, DELETE 410).
     let r = h
         .provision(
             "cf1",
@@ -487,14 +488,20 @@ async fn simulate_parameters_are_validated_and_never_checked_against_the_plan_sc
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.body["description"], "disk full");
     let r = h
-        .call(
-            "cf1",
-            Method::DELETE,
-            &format!("/v2/service_instances/s3?service_id={PG}&plan_id={SMALL}"),
-            None,
-        )
+        .call("cf1", Method::GET, "/v2/service_instances/s3", None)
         .await;
-    assert_eq!(r.status, StatusCode::GONE);
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let delete = format!("/v2/service_instances/s3?service_id={PG}&plan_id={SMALL}");
+    let r = h.call("cf1", Method::DELETE, &delete, None).await;
+    assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
+    assert!(
+        !h.ledger().iter().any(|k| k.starts_with("I/cf1/s3/")),
+        "{:?}",
+        h.ledger()
+    );
+    // The same id can be provisioned again.
+    let r = h.provision("cf1", "s3", SMALL, json!({}), false).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
 
 #[tokio::test]
@@ -544,9 +551,9 @@ async fn a_stalled_operation_is_re_driven_by_polling_and_by_the_sweep() {
         .unwrap();
     assert_eq!(h.last_op("cf1", "st1").await.body["state"], "succeeded");
     // The sweep re-drives the other one (nobody polls it: a webhook user, say).
-    assert_eq!(h.broker.sweep_stalled().await.unwrap(), 1);
+    assert_eq!(h.broker.sweep_stalled().await.unwrap().redriven, 1);
     assert_eq!(
-        h.broker.sweep_stalled().await.unwrap(),
+        h.broker.sweep_stalled().await.unwrap().redriven,
         0,
         "touched: not stalled any more"
     );

@@ -326,5 +326,13 @@ async fn a_purge_requested_with_a_webhook_gives_the_leasers_unbinds_no_webhook()
     assert_eq!(op.kind, osb_broker::records::OperationKind::Unbind);
     assert!(op.webhook.is_none() && !op.has_webhook);
     h.complete(&key, 5).await;
-    assert!(h.broker.store.pending_callbacks().await.unwrap().is_empty());
+    assert!(
+        h.broker
+            .store
+            .pending_callbacks(None, 10)
+            .await
+            .unwrap()
+            .keys
+            .is_empty()
+    );
 }

@@ -249,9 +249,10 @@ async fn synchronous_answers_register_no_webhook() {
     assert!(
         e.h.broker
             .store
-            .pending_callbacks()
+            .pending_callbacks(None, 10)
             .await
             .unwrap()
+            .keys
             .is_empty()
     );
 }
@@ -344,9 +345,10 @@ async fn gone_and_blocked_are_final_after_one_attempt() {
         assert!(
             e.h.broker
                 .store
-                .pending_callbacks()
+                .pending_callbacks(None, 10)
                 .await
                 .unwrap()
+                .keys
                 .is_empty()
         );
     }
@@ -563,9 +565,9 @@ async fn a_lost_webhook_message_is_sent_again_when_the_operation_message_comes_b
     e.h.complete(&key, 1).await;
     assert_eq!(e.take_messages().await, vec![key.clone()]);
     // And the restart/sweep path lists it while it is pending.
-    assert_eq!(e.h.broker.resume_callbacks().await.unwrap(), 1);
+    assert_eq!(e.h.broker.resume_callbacks().await.unwrap().redriven, 1);
     e.delivery.deliver(&key).await.unwrap();
-    assert_eq!(e.h.broker.resume_callbacks().await.unwrap(), 0);
+    assert_eq!(e.h.broker.resume_callbacks().await.unwrap().redriven, 0);
     assert_eq!(e.sender.sent().len(), 1);
 }
 
@@ -711,14 +713,18 @@ async fn the_sweep_re_drives_a_callback_whose_message_was_lost() {
     let key = e.finished("wh-sweep").await;
     assert_eq!(e.take_messages().await, vec![key.clone()], "then lost");
     assert_eq!(
-        e.h.broker.sweep_callbacks().await.unwrap(),
+        e.h.broker.sweep_callbacks().await.unwrap().redriven,
         0,
         "within the grace"
     );
     e.h.clock.advance(Duration::from_secs(301));
-    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 1);
+    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap().redriven, 1);
     assert_eq!(e.take_messages().await, vec![key.clone()]);
     e.delivery.deliver(&key).await.unwrap();
     e.h.clock.advance(Duration::from_secs(3600));
-    assert_eq!(e.h.broker.sweep_callbacks().await.unwrap(), 0, "delivered");
+    assert_eq!(
+        e.h.broker.sweep_callbacks().await.unwrap().redriven,
+        0,
+        "delivered"
+    );
 }

@@ -841,7 +841,10 @@ async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
     let out = osb_worker::handle_event(e.broker.clone(), sweep.clone())
         .await
         .unwrap();
-    assert_eq!(out, json!({"redriven": 0, "callbacks_redriven": 0}));
+    assert_eq!(
+        out,
+        json!({"redriven": 0, "failed": 0, "callbacks_redriven": 0, "callbacks_failed": 0})
+    );
     // Ten minutes later (a broker whose clock is ahead): the sweep re-drives it, and the worker finishes it.
     let mut later = (*e.broker).clone();
     let clock = osb_broker::ports::ManualClock::new(
@@ -852,7 +855,10 @@ async fn the_scheduled_sweep_re_drives_an_operation_whose_message_was_lost() {
     let out = osb_worker::handle_event(later.clone(), sweep)
         .await
         .unwrap();
-    assert_eq!(out, json!({"redriven": 1, "callbacks_redriven": 0}));
+    assert_eq!(
+        out,
+        json!({"redriven": 1, "failed": 0, "callbacks_redriven": 0, "callbacks_failed": 0})
+    );
     let (s, b) = e
         .settle("cf1", "/v2/service_instances/lost/last_operation")
         .await;
@@ -1010,7 +1016,7 @@ async fn sharing_story_through_api_events_and_sqs_worker_events_with_call_counts
     measure(
         "provision matching no rule (shareable offering)",
         e.calls(),
-        2,
+        3,
     );
     let (s, b) = e
         .api("ks2", "GET", "/v2/service_instances/plain", "", None)
@@ -1045,7 +1051,7 @@ async fn sharing_story_through_api_events_and_sqs_worker_events_with_call_counts
         b["credentials"]["name"], "db_owner",
         "bound on the owner's backing instance"
     );
-    measure("bind a lease", e.calls(), 2);
+    measure("bind a lease", e.calls(), 3);
     let (s, view) = e
         .api("cf1", "GET", "/v2/service_instances/owner", "", None)
         .await;

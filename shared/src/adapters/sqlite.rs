@@ -10,8 +10,8 @@ pub use crate::config::Synchronous;
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::{
-    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
-    Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
+    StoreError, Versioned, Write,
 };
 use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
 use async_trait::async_trait;
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS items (
     body BLOB NOT NULL,
     PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_unfinished ON items (unfinished) WHERE unfinished = 1;
+DROP INDEX IF EXISTS items_unfinished;
+CREATE INDEX IF NOT EXISTS items_unfinished_keys ON items (kind, pk, sk) WHERE unfinished = 1;
 ";
 
 struct Inner {
@@ -173,27 +174,50 @@ impl SqliteStore {
         .map_err(unavailable)?
     }
 
-    /// Keys of the items of one kind flagged unfinished (operations in progress, callbacks not final).
+    /// One page of the keys of the items of one kind flagged unfinished (operations in progress,
+    /// callbacks not final), in `(pk, sk)` order after the cursor's key: keyset pagination on the
+    /// partial index `items_unfinished_keys`.
     async fn unfinished_keys(
         &self,
         kind: &'static str,
         parse: fn(&str, &str) -> Option<OperationKey>,
-    ) -> Result<Vec<OperationKey>, StoreError> {
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        // Every stored `pk` is non-empty, so `('', '')` sorts before all keys.
+        let after = from.and_then(|c| c.after.clone()).unwrap_or(RecordKey {
+            pk: String::new(),
+            sk: String::new(),
+        });
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT pk, sk FROM items WHERE unfinished = 1 AND kind = ?1")
+                .prepare_cached(
+                    "SELECT pk, sk FROM items WHERE unfinished = 1 AND kind = ?1 AND (pk, sk) > (?2, ?3) \
+                     ORDER BY pk, sk LIMIT ?4",
+                )
                 .map_err(unavailable)?;
+            // One row more than the page: whether another page follows, without an empty last page.
             let rows = stmt
-                .query_map(params![kind], |r| {
+                .query_map(params![kind, after.pk, after.sk, limit as i64 + 1], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
+            let mut page = KeyPage::default();
+            let mut last = None;
+            for (n, row) in rows.enumerate() {
                 let (pk, sk) = row.map_err(unavailable)?;
-                out.extend(parse(&pk, &sk));
+                if n == limit {
+                    page.next = last.map(|after| Cursor {
+                        shard: 0,
+                        after: Some(after),
+                    });
+                    break;
+                }
+                page.keys.extend(parse(&pk, &sk));
+                last = Some(RecordKey { pk, sk });
             }
-            Ok(out)
+            Ok(page)
         })
         .await
     }
@@ -376,8 +400,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.unfinished_keys(keys::KIND_OPERATION, keys::parse_operation_key)
+    async fn unfinished_operations(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.unfinished_keys(keys::KIND_OPERATION, keys::parse_operation_key, from, limit)
             .await
     }
 
@@ -389,8 +417,12 @@ impl Store for SqliteStore {
         self.get(pk, sk).await
     }
 
-    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.unfinished_keys(keys::KIND_CALLBACK, keys::parse_callback_key)
+    async fn pending_callbacks(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.unfinished_keys(keys::KIND_CALLBACK, keys::parse_callback_key, from, limit)
             .await
     }
 }

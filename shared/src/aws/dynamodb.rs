@@ -2,14 +2,18 @@
 //! item, a `version` checked by every write's condition, `TransactWriteItems` for multi-item batches,
 //! `ttl` on finished operations and tombstones, and a sparse `unfinished` index. No Scan.
 //!
+//! The SDK retries transient failures by itself, also of a write that did commit (its response lost):
+//! each transaction carries its own `ClientRequestToken`, and a single `PutItem` whose retry fails its
+//! condition compares the item it finds with the one it wrote (`put_one`).
+//!
 //! The record itself is one JSON string attribute (`body`): platform-supplied JSON (parameters,
 //! context) may hold what DynamoDB maps cannot (empty keys, numbers beyond 38 digits).
 
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::{
-    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
-    Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
+    StoreError, Versioned, Write,
 };
 use crate::records::{
     Binding, BindingState, Callback, Instance, InstanceState, Operation, OperationKey,
@@ -17,16 +21,21 @@ use crate::records::{
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
-    TransactWriteItem,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Name of the sparse index of operations in progress.
 pub const UNFINISHED_INDEX: &str = "unfinished";
@@ -35,7 +44,7 @@ pub const UNFINISHED_INDEX: &str = "unfinished";
 pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 /// The stored shape of every item.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Item {
     pk: String,
     sk: String,
@@ -241,6 +250,41 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// A single write: a conditional `PutItem`. PutItem takes no idempotency token, so a condition
+    /// failure returns the current item (no extra call); when the SDK retried the call and that item is
+    /// exactly the one written (keys, version, body, ttl, index shard), an earlier attempt of this call
+    /// committed it (its response was lost) and the write is done, not a lost race.
+    async fn put_one(&self, write: &Write) -> Result<(), StoreError> {
+        let c = Conditional::of(write)?;
+        let written = c.item.clone();
+        let attempts = Attempts::default();
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(c.item))
+            .condition_expression(c.condition)
+            .set_expression_attribute_values(c.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    if attempts.retried() && same_item(failed.item(), written) {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Conflict)
+                    }
+                }
+                _ => Err(unavailable("PutItem", sdk_code(&e))),
+            },
+        }
+    }
+
     fn put(&self, write: &Write) -> Result<Put, StoreError> {
         let c = Conditional::of(write)?;
         Put::builder()
@@ -250,6 +294,51 @@ impl DynamoStore {
             .set_expression_attribute_values(c.values)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the write: {e}")))
+    }
+}
+
+/// A fresh `ClientRequestToken` for one `TransactWriteItems` call: 128 random bits as 32 hex digits (the
+/// API takes 1 to 36 characters; a token is remembered for 10 minutes).
+fn request_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether the item DynamoDB holds (returned by a failed condition) is the one this write put.
+fn same_item(
+    current: Option<&HashMap<String, AttributeValue>>,
+    written: HashMap<String, AttributeValue>,
+) -> bool {
+    let (Some(current), Ok(written)) = (current, serde_dynamo::from_item::<_, Item>(written))
+    else {
+        return false;
+    };
+    serde_dynamo::from_item::<_, Item>(current.clone()).is_ok_and(|current| current == written)
+}
+
+/// Counts the attempts of one SDK call: the SDK retries timeouts, lost connections, 5xx and throttling
+/// by itself, so a condition failure on a later attempt may be an earlier attempt's own success.
+#[derive(Clone, Debug, Default)]
+struct Attempts(Arc<AtomicU32>);
+
+impl Attempts {
+    fn retried(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 1
+    }
+}
+
+impl Intercept for Attempts {
+    fn name(&self) -> &'static str {
+        "DynamoStoreAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -373,28 +462,7 @@ impl Store for DynamoStore {
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         match writes.as_slice() {
             [] => Ok(()),
-            [single] => {
-                let c = Conditional::of(single)?;
-                let sent = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(c.item))
-                    .condition_expression(c.condition)
-                    .set_expression_attribute_values(c.values)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                    {
-                        Err(StoreError::Conflict)
-                    }
-                    Err(e) => Err(unavailable("PutItem", sdk_code(&e))),
-                }
-            }
+            [single] => self.put_one(single).await,
             many => {
                 let mut items = Vec::with_capacity(many.len());
                 for w in many {
@@ -404,6 +472,12 @@ impl Store for DynamoStore {
                     .client
                     .transact_write_items()
                     .set_transact_items(Some(items))
+                    // One token per commit, sent again by the SDK's own retries of this call: DynamoDB
+                    // answers a repeat of a transaction that did commit (response lost, timeout) with
+                    // success instead of running it again, whose version conditions would fail and read as
+                    // a Conflict. (Left unset, the SDK's idempotency interceptor fills one in from the
+                    // client's token provider; set here, it does not depend on how the client is built.)
+                    .client_request_token(request_token())
                     .send()
                     .await
                 {
@@ -441,9 +515,18 @@ impl Store for DynamoStore {
         Ok(out)
     }
 
-    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.indexed_keys(keys::UNFINISHED_OPERATIONS, keys::parse_operation_key)
-            .await
+    async fn unfinished_operations(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.indexed_keys(
+            keys::UNFINISHED_OPERATIONS,
+            keys::parse_operation_key,
+            from,
+            limit,
+        )
+        .await
     }
 
     async fn get_callback(
@@ -454,46 +537,81 @@ impl Store for DynamoStore {
         self.get(pk, sk).await
     }
 
-    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError> {
-        self.indexed_keys(keys::PENDING_CALLBACKS, keys::parse_callback_key)
-            .await
+    async fn pending_callbacks(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        self.indexed_keys(
+            keys::PENDING_CALLBACKS,
+            keys::parse_callback_key,
+            from,
+            limit,
+        )
+        .await
     }
 }
 
 impl DynamoStore {
-    /// The keys in the sparse `unfinished` index under one family of shards (a Query per shard).
+    /// One page of the keys in the sparse `unfinished` index under one family of shards: `Query`s of the
+    /// shards in turn (`Limit` = what the page still lacks), from the cursor's shard and
+    /// `ExclusiveStartKey`; the cursor says where the last `Query` stopped.
     async fn indexed_keys(
         &self,
         family: &str,
         parse: fn(&str, &str) -> Option<OperationKey>,
-    ) -> Result<Vec<OperationKey>, StoreError> {
-        let mut out = Vec::new();
-        for shard in keys::unfinished_shards(family) {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(UNFINISHED_INDEX)
-                    .key_condition_expression("unfinished_shard = :s")
-                    .expression_attribute_values(":s", AttributeValue::S(shard.clone()))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("Query", sdk_code(&e)))?;
-                for item in page.items.unwrap_or_default() {
-                    let k: KeyOnly = serde_dynamo::from_item(item)
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (mut shard, mut after) = from.map_or((0, None), |c| (c.shard, c.after.clone()));
+        let mut page = KeyPage::default();
+        while shard < keys::UNFINISHED_SHARDS {
+            let shard_key = format!("{family}{shard}");
+            // A GSI's start key: the index key (`unfinished_shard`, `sk`) and the table key (`pk`, `sk`).
+            let start = after.take().map(|k: RecordKey| {
+                HashMap::from([
+                    (
+                        "unfinished_shard".to_owned(),
+                        AttributeValue::S(shard_key.clone()),
+                    ),
+                    ("pk".to_owned(), AttributeValue::S(k.pk)),
+                    ("sk".to_owned(), AttributeValue::S(k.sk)),
+                ])
+            });
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UNFINISHED_INDEX)
+                .key_condition_expression("unfinished_shard = :s")
+                .expression_attribute_values(":s", AttributeValue::S(shard_key))
+                .set_exclusive_start_key(start)
+                .limit(i32::try_from(limit - page.keys.len()).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", sdk_code(&e)))?;
+            for item in out.items.unwrap_or_default() {
+                let k: KeyOnly = serde_dynamo::from_item(item)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                page.keys.extend(parse(&k.pk, &k.sk));
+            }
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(last) => {
+                    let k: KeyOnly = serde_dynamo::from_item(last)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    out.extend(parse(&k.pk, &k.sk));
+                    after = Some(RecordKey { pk: k.pk, sk: k.sk });
                 }
-                match page.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
+                None => shard += 1,
+            }
+            if page.keys.len() >= limit {
+                break;
             }
         }
-        Ok(out)
+        if shard < keys::UNFINISHED_SHARDS {
+            page.next = Some(Cursor { shard, after });
+        }
+        Ok(page)
     }
 }
 

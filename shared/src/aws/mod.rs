@@ -31,7 +31,7 @@ pub(crate) fn error_code<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E
     e.code().unwrap_or("unknown").to_owned()
 }
 
-use crate::backends::simulated::SimulatedBackend;
+use crate::backends::simulated::{MemoryLedger, SimulatedBackend};
 use crate::broker::Broker;
 use crate::ports::{SystemClock, UlidGenerator};
 use std::sync::Arc;
@@ -64,7 +64,17 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
             cfg.table.clone(),
         )),
         queue: Arc::new(SqsQueue::new(sqs.clone(), cfg.operations_queue_url.clone())),
-        backend: Arc::new(SimulatedBackend::new(catalog, clock.clone())),
+        // The simulated backend on Lambda is a demo: its ledger lives in each function instance's memory,
+        // its credentials are derived (the same in every instance) from a key tied to the table.
+        backend: Arc::new(SimulatedBackend::new(
+            catalog,
+            clock.clone(),
+            Arc::new(MemoryLedger::default()),
+            crate::sharing::TokenKey::derive_from(
+                format!("simulated-backend credentials\0{}", cfg.table).as_bytes(),
+            )
+            .into_bytes(),
+        )),
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(SqsQueue::new(sqs, cfg.webhook_queue_url.clone())),

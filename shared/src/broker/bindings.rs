@@ -1,16 +1,15 @@
 //! Bind (and rotate), unbind and fetch of service bindings.
 
+use super::pipeline::Launched;
 use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
 use crate::catalog::SchemaKind;
 use crate::error::{BrokerError, Result};
 use crate::ids::{BindingId, InstanceId};
 use crate::model::requests::{BindRequest, DeleteQuery};
 use crate::model::responses::{BindingResource, BindingResult};
-use crate::ports::backend::Done;
-use crate::ports::{BackendOutcome, Bindings, Record, StoreError, Versioned, Write};
+use crate::ports::{Bindings, Record, Versioned, Write};
 use crate::records::{
-    Binding, BindingState, Instance, InstanceState, Operation, OperationKind, OperationState,
-    RequestMeta,
+    Binding, BindingState, Instance, InstanceState, Operation, OperationKind, RequestMeta,
 };
 use crate::tenants::Tenant;
 
@@ -37,6 +36,18 @@ impl BindingView {
         self.bindings
             .iter()
             .find(|b| &b.item.id == id && b.item.instance_generation == generation)
+    }
+
+    /// The instance rewritten at the version it was read at: committed with a bind or unbind, so that a
+    /// delete (or a purge of a lease) that read the instance before cannot commit too, and one that
+    /// committed first makes this one re-read.
+    fn touch_instance(&self, now: i64) -> Option<Write> {
+        let (Some(inst), Some(version)) = (&self.instance, self.instance_version) else {
+            return None;
+        };
+        let mut touched = inst.clone();
+        touched.updated_at = now;
+        Some(Write::replace(Record::Instance(touched), version))
     }
 
     /// The instance, when it can take a new binding.
@@ -105,7 +116,14 @@ impl Broker {
                         plan.plan.name
                     )));
                 }
-                Some(BindingId::parse(p).map_err(|e| BrokerError::BadRequest(e.to_string()))?)
+                let p = BindingId::parse(p).map_err(|e| BrokerError::BadRequest(e.to_string()))?;
+                if &p == id {
+                    return Err(BrokerError::BadRequest(
+                        "predecessor_binding_id must name another binding than the one being created"
+                            .into(),
+                    ));
+                }
+                Some(p)
             }
         };
         let crate::catalog::BackendConfig::Simulated(sim) = &plan.plan.backend;
@@ -115,6 +133,19 @@ impl Broker {
             ));
         }
         self.validate_parameters(&plan, SchemaKind::BindingCreate, &req.parameters)?;
+        super::check_stored_size(
+            &[
+                req.parameters.as_ref(),
+                req.context.as_ref(),
+                req.bind_resource.as_ref(),
+            ],
+            |n| {
+                BrokerError::BadRequest(format!(
+                    "parameters, context and bind_resource hold {n} bytes of JSON, more than the {} bytes a binding may keep",
+                    super::MAX_STORED_PLATFORM_BYTES
+                ))
+            },
+        )?;
 
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
@@ -125,12 +156,6 @@ impl Broker {
                 .await?;
             let instance = view.bindable_instance()?;
             super::sharing::check_bindable(instance)?; // sharing: an orphaned lease cannot be bound
-            if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
-                return Err(BrokerError::BadRequest(format!(
-                    "service_id and plan_id must be those of the instance (plan '{}')",
-                    instance.plan_id
-                )));
-            }
             if let Some(p) = &predecessor {
                 match view.binding(p) {
                     Some(b) if b.item.state == BindingState::Ready => {}
@@ -152,15 +177,15 @@ impl Broker {
                     && cur.predecessor_binding_id == predecessor;
                 match cur.state {
                     BindingState::Creating if same => {
-                        let operation = cur.last_operation.clone().ok_or_else(|| {
-                            BrokerError::Store(StoreError::Corrupt(
-                                "binding without operation".into(),
-                            ))
-                        })?;
-                        return Ok(Reply::Accepted {
-                            operation,
-                            body: BindingResult::default(),
-                        });
+                        return self
+                            .repeated_in_progress(
+                                &tenant.name,
+                                instance_id,
+                                cur.last_operation.as_ref(),
+                                accepts_incomplete,
+                                BindingResult::default(),
+                            )
+                            .await;
                     }
                     BindingState::Ready if same => {
                         return Ok(Reply::Ok(cur.result.clone().unwrap_or_default()));
@@ -179,24 +204,38 @@ impl Broker {
                     BindingState::CreateFailed | BindingState::Gone => {}
                 }
             }
+            // A new binding (an existing one with other attributes was a 409 above).
+            if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
+                return Err(BrokerError::BadRequest(format!(
+                    "service_id and plan_id must be those of the instance (plan '{}')",
+                    instance.plan_id
+                )));
+            }
+            let generation =
+                super::pipeline::next_generation(existing.map(|v| v.item.generation), now);
             let op_id = self.ids.operation_id();
+            let target = super::Target {
+                tenant: &tenant.name,
+                instance_id,
+                generation: instance.generation,
+                binding: Some((id, generation)),
+            };
             let job = self.job(
                 OperationKind::Bind,
                 &op_id,
-                &tenant.name,
-                instance_id,
-                Some(id),
+                &target,
                 &plan.service.id,
                 &plan.plan.id,
                 req.parameters.clone(),
                 now,
             );
             let estimate = self.plan_job(&job, accepts_incomplete)?;
-            let mut binding = Binding {
+            let binding = Binding {
                 tenant: tenant.name.clone(),
                 instance_id: instance_id.clone(),
                 instance_generation: instance.generation,
                 id: id.clone(),
+                generation,
                 service_id: plan.service.id.clone(),
                 plan_id: plan.plan.id.clone(),
                 app_guid: req.app_guid().map(str::to_owned),
@@ -211,69 +250,32 @@ impl Broker {
                 updated_at: now,
             };
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            op.retry_after_secs = estimate.unwrap_or(1).max(1);
+            op.deadline = estimate.and_then(|_| self.deadline(&plan, now));
             // sharing: a lease binds its owner's backing instance
-            let job = super::sharing::target_job(Some(instance), &mut op, job);
-            // sharing: a bind on a lease rewrites the lease's record (version-checked), so it cannot
-            // commit across a purge or a delete of the lease: one of them loses and re-reads.
-            let lease_touch = match (&instance.lease, view.instance_version) {
-                (Some(_), Some(v)) => {
-                    let mut touched = instance.clone();
-                    touched.updated_at = now;
-                    Some(Write::replace(Record::Instance(touched), v))
-                }
-                _ => None,
-            };
+            super::sharing::target_job(Some(instance), &mut op);
             let version = existing.as_ref().map(|v| v.version);
-            match estimate {
-                Some(secs) => {
-                    op.retry_after_secs = secs.max(1);
-                    op.deadline = self.deadline(&plan, now);
-                    let mut writes = vec![
-                        Write::upsert(Record::Binding(binding), version),
-                        Write::create(Record::Operation(op.clone())),
-                    ];
-                    writes.extend(lease_touch);
-                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
-                        continue;
-                    }
+            let mut writes = vec![
+                Write::upsert(Record::Binding(binding), version),
+                Write::create(Record::Operation(op.clone())),
+            ];
+            writes.extend(view.touch_instance(now));
+            match self.launch(writes, 0, op).await? {
+                None => continue,
+                Some(Launched::Accepted(operation)) => {
                     return Ok(Reply::Accepted {
-                        operation: op_id,
+                        operation,
                         body: BindingResult::default(),
                     });
                 }
-                None => {
-                    let outcome = self.backend.start(&job).await;
-                    let BackendOutcome::Done(Done::Binding(result)) = outcome else {
-                        return Err(match outcome {
-                            BackendOutcome::Failed(d) => BrokerError::BackendFailed(d),
-                            _ => BrokerError::BackendFailed(
-                                "the backend did not finish the binding synchronously".into(),
-                            ),
-                        });
-                    };
-                    binding.state = BindingState::Ready;
-                    binding.result = Some(result.clone());
-                    op.finish(OperationState::Succeeded, None, now);
-                    let mut writes = vec![
-                        Write::upsert(Record::Binding(binding), version),
-                        Write::create(Record::Operation(op)),
-                    ];
-                    let on_lease = lease_touch.is_some();
-                    writes.extend(lease_touch);
-                    if !self.commit_then_enqueue(writes, None).await? {
-                        if on_lease {
-                            // The lease changed meanwhile (purged, deleted): the credentials just made on
-                            // the owner's instance are not recorded anywhere, so revoke them now.
-                            let mut unbind = job.clone();
-                            unbind.kind = OperationKind::Unbind;
-                            if !matches!(self.backend.start(&unbind).await, BackendOutcome::Done(_))
-                            {
-                                tracing::error!(binding = %id, "could not revoke the credentials of a bind that lost a race on its lease");
-                            }
-                        }
-                        continue;
+                Some(Launched::Finished(done)) => {
+                    if let Some(e) = done.failure() {
+                        return Err(e);
                     }
-                    return Ok(Reply::Created(result));
+                    return Ok(Reply::Created(match done.resource {
+                        Some(Record::Binding(b)) => b.result.unwrap_or_default(),
+                        _ => BindingResult::default(),
+                    }));
                 }
             }
         }
@@ -336,13 +338,20 @@ impl Broker {
                 }
                 BindingState::Ready | BindingState::CreateFailed => {}
             }
+            let Some(instance) = view.instance.as_ref() else {
+                return Err(binding_gone());
+            };
             let op_id = self.ids.operation_id();
+            let target = super::Target {
+                tenant: &tenant.name,
+                instance_id,
+                generation: instance.generation,
+                binding: Some((id, cur.generation)),
+            };
             let job = self.job(
                 OperationKind::Unbind,
                 &op_id,
-                &tenant.name,
-                instance_id,
-                Some(id),
+                &target,
                 &cur.service_id,
                 &cur.plan_id,
                 None,
@@ -350,43 +359,35 @@ impl Broker {
             );
             let estimate = self.plan_job(&job, query.accepts_incomplete)?;
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            op.retry_after_secs = estimate.unwrap_or(1).max(1);
+            op.deadline = estimate.and_then(|_| {
+                self.catalog
+                    .plan_by_id(&cur.plan_id)
+                    .and_then(|p| self.deadline(&p, now))
+            });
             // sharing: a lease's credentials are revoked on its owner's backing instance
-            let job = super::sharing::target_job(view.instance.as_ref(), &mut op, job);
+            super::sharing::target_job(Some(instance), &mut op);
             let mut binding = cur.clone();
             binding.last_operation = Some(op_id.clone());
             binding.updated_at = now;
-            match estimate {
-                Some(secs) => {
-                    op.retry_after_secs = secs.max(1);
-                    op.deadline = self
-                        .catalog
-                        .plan_by_id(&cur.plan_id)
-                        .and_then(|p| self.deadline(&p, now));
-                    binding.state = BindingState::Deleting;
-                    writes.push(Write::replace(Record::Binding(binding), version));
-                    writes.push(Write::create(Record::Operation(op.clone())));
-                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
-                        continue;
-                    }
+            binding.state = BindingState::Deleting;
+            let resource = writes.len();
+            writes.push(Write::replace(Record::Binding(binding), version));
+            writes.push(Write::create(Record::Operation(op.clone())));
+            writes.extend(view.touch_instance(now));
+            match self.launch(writes, resource, op).await? {
+                None => continue,
+                Some(Launched::Accepted(operation)) => {
                     return Ok(Reply::Accepted {
-                        operation: op_id,
+                        operation,
                         body: (),
                     });
                 }
-                None => {
-                    let outcome = self.backend.start(&job).await;
-                    if let BackendOutcome::Failed(d) = outcome {
-                        return Err(BrokerError::BackendFailed(d));
-                    }
-                    binding.state = BindingState::Gone;
-                    binding.result = None;
-                    op.finish(OperationState::Succeeded, None, now);
-                    writes.push(Write::replace(Record::Binding(binding), version));
-                    writes.push(Write::create(Record::Operation(op)));
-                    if !self.commit_then_enqueue(writes, None).await? {
-                        continue;
-                    }
-                    return Ok(Reply::Ok(()));
+                Some(Launched::Finished(done)) => {
+                    return match done.failure() {
+                        Some(e) => Err(e),
+                        None => Ok(Reply::Ok(())),
+                    };
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Provision, update, deprovision and fetch of service instances.
 
+use super::pipeline::Launched;
 use super::sharing::{DeleteSharing, ProvisionSharing, UpdateSharing};
 use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
 use crate::catalog::{PlanRef, SchemaKind};
@@ -8,8 +9,8 @@ use crate::ids::InstanceId;
 use crate::model::Object;
 use crate::model::requests::{DeleteQuery, ProvisionRequest, UpdateRequest};
 use crate::model::responses::{InstanceResource, ProvisionResponse};
-use crate::ports::backend::{Done, InstanceResult};
-use crate::ports::{BackendOutcome, Bindings, Record, StoreError, Versioned, Write};
+use crate::ports::backend::InstanceResult;
+use crate::ports::{Bindings, Record, Versioned, Write};
 use crate::records::{
     BindingState, Instance, InstanceChange, InstanceState, Operation, OperationKind,
     OperationState, RequestMeta,
@@ -44,16 +45,6 @@ fn check_maintenance_info(
     }
 }
 
-/// Maps a backend failure of a synchronous call, or an async answer where none was expected.
-fn sync_outcome_error(outcome: BackendOutcome) -> BrokerError {
-    match outcome {
-        BackendOutcome::Failed(d) => BrokerError::BackendFailed(d),
-        other => BrokerError::BackendFailed(format!(
-            "the backend did not finish synchronously as it announced ({other:?})"
-        )),
-    }
-}
-
 impl Broker {
     pub async fn provision(
         &self,
@@ -67,7 +58,7 @@ impl Broker {
         required(req.organization_guid.as_deref(), "organization_guid")?;
         required(req.space_guid.as_deref(), "space_guid")?;
         // --- sharing (broker/sharing.rs): sharing keys split off; a lease request ends here ---
-        let (req, sharing_params, mut prefetched) = match self
+        let (req, sharing_params, mut prefetched, mut rules) = match self
             .sharing_on_provision(tenant, id, &plan, req, meta)
             .await?
         {
@@ -76,11 +67,18 @@ impl Broker {
                 req,
                 params,
                 prefetched,
-            } => (*req, params, prefetched),
+                rules,
+            } => (*req, params, prefetched, rules),
         };
         // --- end sharing ---
         check_maintenance_info(&plan, req.maintenance_info.as_ref())?;
         self.validate_parameters(&plan, SchemaKind::InstanceCreate, &req.parameters)?;
+        super::check_stored_size(&[req.parameters.as_ref(), req.context.as_ref()], |n| {
+            BrokerError::BadRequest(format!(
+                "parameters and context hold {n} bytes of JSON, more than the {} bytes an instance may keep",
+                super::MAX_STORED_PLATFORM_BYTES
+            ))
+        })?;
 
         for _ in 0..MAX_RACE_RETRIES {
             let now = self.clock.now_ms();
@@ -88,7 +86,6 @@ impl Broker {
                 Some(read) => read,
                 None => self.store.get_instance(&tenant.name, id).await?,
             };
-            let mut generation = 1;
             if let Some(Versioned { item: cur, .. }) = &existing {
                 let same = cur.service_id == plan.service.id
                     && cur.plan_id == plan.plan.id
@@ -97,14 +94,17 @@ impl Broker {
                     && same_parameters(&cur.parameters, &req.parameters);
                 match cur.state {
                     InstanceState::Creating if same => {
-                        let operation = cur.last_operation.clone().ok_or_else(|| {
-                            BrokerError::Store(StoreError::Corrupt(
-                                "instance without operation".into(),
-                            ))
-                        })?;
                         let mut body = provision_body(cur);
-                        body.operation = Some(operation.to_string());
-                        return Ok(Reply::Accepted { operation, body });
+                        body.operation = cur.last_operation.as_ref().map(|o| o.to_string());
+                        return self
+                            .repeated_in_progress(
+                                &tenant.name,
+                                id,
+                                cur.last_operation.as_ref(),
+                                accepts_incomplete,
+                                body,
+                            )
+                            .await;
                     }
                     InstanceState::Ready | InstanceState::Updating if same => {
                         return Ok(Reply::Ok(provision_body(cur)));
@@ -120,18 +120,22 @@ impl Broker {
                                 .into(),
                         ));
                     }
-                    InstanceState::CreateFailed | InstanceState::Gone => {
-                        generation = cur.generation + 1;
-                    }
+                    InstanceState::CreateFailed | InstanceState::Gone => {}
                 }
             }
+            let generation =
+                super::pipeline::next_generation(existing.as_ref().map(|v| v.item.generation), now);
             let op_id = self.ids.operation_id();
+            let target = super::Target {
+                tenant: &tenant.name,
+                instance_id: id,
+                generation,
+                binding: None,
+            };
             let job = self.job(
                 OperationKind::Provision,
                 &op_id,
-                &tenant.name,
-                id,
-                None,
+                &target,
                 &plan.service.id,
                 &plan.plan.id,
                 req.parameters.clone(),
@@ -165,55 +169,38 @@ impl Broker {
             // --- sharing: a new owner's token and sharing rules, written with it ---
             let mut sharing_writes = Vec::new();
             if let Some((s, w)) = self
-                .owner_setup(tenant, id, &plan, &sharing_params, now)
+                .owner_setup(tenant, id, &plan, &sharing_params, rules.take(), now)
                 .await?
             {
                 instance.sharing = Some(s);
                 sharing_writes = w;
             }
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            op.retry_after_secs = estimate.unwrap_or(1).max(1);
+            op.deadline = estimate.and_then(|_| self.deadline(&plan, now));
             let version = existing.as_ref().map(|v| v.version);
-            match estimate {
-                Some(secs) => {
-                    op.retry_after_secs = secs.max(1);
-                    op.deadline = self.deadline(&plan, now);
-                    let mut writes = vec![
-                        Write::upsert(Record::Instance(instance), version),
-                        Write::create(Record::Operation(op.clone())),
-                    ];
-                    writes.extend(sharing_writes);
-                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
-                        continue;
-                    }
+            let mut writes = vec![
+                Write::upsert(Record::Instance(instance), version),
+                Write::create(Record::Operation(op.clone())),
+            ];
+            writes.extend(sharing_writes);
+            match self.launch(writes, 0, op).await? {
+                None => continue,
+                Some(Launched::Accepted(operation)) => {
                     let body = ProvisionResponse {
-                        operation: Some(op_id.to_string()),
+                        operation: Some(operation.to_string()),
                         ..Default::default()
                     };
-                    return Ok(Reply::Accepted {
-                        operation: op_id,
-                        body,
-                    });
+                    return Ok(Reply::Accepted { operation, body });
                 }
-                None => {
-                    let outcome = self.backend.start(&job).await;
-                    let BackendOutcome::Done(Done::Instance(result)) = outcome else {
-                        return Err(sync_outcome_error(outcome));
-                    };
-                    instance.state = InstanceState::Ready;
-                    instance.provisioned_at = Some(now);
-                    instance.dashboard_url = result.dashboard_url;
-                    instance.metadata = result.metadata;
-                    op.finish(OperationState::Succeeded, None, now);
-                    let body = provision_body(&instance);
-                    let mut writes = vec![
-                        Write::upsert(Record::Instance(instance), version),
-                        Write::create(Record::Operation(op)),
-                    ];
-                    writes.extend(sharing_writes);
-                    if !self.commit_then_enqueue(writes, None).await? {
-                        continue;
+                Some(Launched::Finished(done)) => {
+                    if let Some(e) = done.failure() {
+                        return Err(e);
                     }
-                    return Ok(Reply::Created(body));
+                    return Ok(Reply::Created(match &done.resource {
+                        Some(Record::Instance(i)) => provision_body(i),
+                        _ => ProvisionResponse::default(),
+                    }));
                 }
             }
         }
@@ -255,6 +242,18 @@ impl Broker {
                         if let Some(op) = self.store.get_operation(&key).await?
                             && same_change(&op.item, &cur, &req)
                         {
+                            if !accepts_incomplete {
+                                return Err(if op.item.asynchronous {
+                                    BrokerError::AsyncRequired(
+                                        "this update is in progress asynchronously; send accepts_incomplete=true to follow it".into(),
+                                    )
+                                } else {
+                                    BrokerError::Concurrency(
+                                        "the same update is being processed; retry when it is over"
+                                            .into(),
+                                    )
+                                });
+                            }
                             return Ok(Reply::Accepted {
                                 operation: op_id.clone(),
                                 body: ProvisionResponse {
@@ -295,96 +294,100 @@ impl Broker {
                     cur.plan_id
                 ))
             })?;
-            let target = match &req.plan_id {
+            let target_plan = match &req.plan_id {
                 Some(p) => self.resolve_plan(tenant, Some(service_id), Some(p))?,
                 None => current_plan,
             };
             // sharing: leases use the owner's plan; it cannot change under them.
-            if target.plan.id != cur.plan_id
+            if target_plan.plan.id != cur.plan_id
                 && cur.sharing.as_ref().is_some_and(|s| !s.leases.is_empty())
             {
                 return Err(BrokerError::Unprocessable(
                     "the instance is shared through leases, which use its plan: purge or delete the leases before changing the plan".into(),
                 ));
             }
-            if target.plan.id != cur.plan_id && !current_plan.plan_updateable() {
+            if target_plan.plan.id != cur.plan_id && !current_plan.plan_updateable() {
                 return Err(BrokerError::Unprocessable(format!(
                     "plan '{}' cannot be changed to another plan",
                     current_plan.plan.name
                 )));
             }
-            check_maintenance_info(&target, req.maintenance_info.as_ref())?;
-            self.validate_parameters(&target, SchemaKind::InstanceUpdate, &req.parameters)?;
+            check_maintenance_info(&target_plan, req.maintenance_info.as_ref())?;
+            self.validate_parameters(&target_plan, SchemaKind::InstanceUpdate, &req.parameters)?;
 
             let change = InstanceChange {
-                plan_id: target.plan.id.clone(),
+                plan_id: target_plan.plan.id.clone(),
                 parameters: merge_parameters(&cur.parameters, &req.parameters),
                 context: req.context.clone().or_else(|| cur.context.clone()),
                 maintenance_info: req.maintenance_info.clone().or_else(|| {
-                    if target.plan.id != cur.plan_id {
-                        target.plan.maintenance_info.clone()
+                    if target_plan.plan.id != cur.plan_id {
+                        target_plan.plan.maintenance_info.clone()
                     } else {
                         cur.maintenance_info.clone()
                     }
                 }),
             };
+            super::check_stored_size(
+                &[change.parameters.as_ref(), change.context.as_ref()],
+                |n| {
+                    BrokerError::Unprocessable(format!(
+                        "with this update the instance's parameters and context would hold {n} bytes of JSON, more than the {} bytes an instance may keep",
+                        super::MAX_STORED_PLATFORM_BYTES
+                    ))
+                },
+            )?;
             let op_id = self.ids.operation_id();
+            let target = super::Target {
+                tenant: &tenant.name,
+                instance_id: id,
+                generation: cur.generation,
+                binding: None,
+            };
             let job = self.job(
                 OperationKind::Update,
                 &op_id,
-                &tenant.name,
-                id,
-                None,
+                &target,
                 &cur.service_id,
-                &target.plan.id,
+                &target_plan.plan.id,
                 req.parameters.clone(),
                 now,
             );
             let estimate = self.plan_job(&job, accepts_incomplete)?;
             let mut op = Operation::start(&job, estimate.is_some(), meta);
-            op.change = Some(change.clone());
+            op.change = Some(change);
+            op.retry_after_secs = estimate.unwrap_or(1).max(1);
+            op.deadline = estimate.and_then(|_| self.deadline(&target_plan, now));
             let mut instance = cur.clone();
             instance.last_operation = Some(op_id.clone());
             instance.updated_at = now;
-            match estimate {
-                Some(secs) => {
-                    op.retry_after_secs = secs.max(1);
-                    op.deadline = self.deadline(&target, now);
-                    instance.state = InstanceState::Updating;
-                    let writes = vec![
-                        Write::replace(Record::Instance(instance), version),
-                        Write::create(Record::Operation(op.clone())),
-                    ];
-                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
-                        continue;
-                    }
+            instance.state = InstanceState::Updating;
+            let writes = vec![
+                Write::replace(Record::Instance(instance), version),
+                Write::create(Record::Operation(op.clone())),
+            ];
+            match self.launch(writes, 0, op).await? {
+                None => continue,
+                Some(Launched::Accepted(operation)) => {
                     return Ok(Reply::Accepted {
-                        operation: op_id.clone(),
                         body: ProvisionResponse {
-                            operation: Some(op_id.to_string()),
+                            operation: Some(operation.to_string()),
                             ..Default::default()
                         },
+                        operation,
                     });
                 }
-                None => {
-                    let outcome = self.backend.start(&job).await;
-                    let BackendOutcome::Done(Done::Instance(result)) = outcome else {
-                        return Err(sync_outcome_error(outcome));
-                    };
-                    apply_change(&mut instance, &change, result);
-                    op.finish(OperationState::Succeeded, None, now);
-                    let body = ProvisionResponse {
-                        dashboard_url: instance.dashboard_url.clone(),
-                        ..Default::default()
-                    };
-                    let writes = vec![
-                        Write::replace(Record::Instance(instance), version),
-                        Write::create(Record::Operation(op)),
-                    ];
-                    if !self.commit_then_enqueue(writes, None).await? {
-                        continue;
+                Some(Launched::Finished(done)) => {
+                    if let Some(e) = done.failure() {
+                        return Err(e);
                     }
-                    return Ok(Reply::Ok(body));
+                    let dashboard_url = match &done.resource {
+                        Some(Record::Instance(i)) => i.dashboard_url.clone(),
+                        _ => None,
+                    };
+                    return Ok(Reply::Ok(ProvisionResponse {
+                        dashboard_url,
+                        ..Default::default()
+                    }));
                 }
             }
         }
@@ -481,12 +484,16 @@ impl Broker {
                 DeleteSharing::Purge(p) => Some(p),
             };
             let op_id = self.ids.operation_id();
+            let target = super::Target {
+                tenant: &tenant.name,
+                instance_id: id,
+                generation: cur.generation,
+                binding: None,
+            };
             let job = self.job(
                 OperationKind::Deprovision,
                 &op_id,
-                &tenant.name,
-                id,
-                None,
+                &target,
                 &cur.service_id,
                 &cur.plan_id,
                 None,
@@ -494,90 +501,45 @@ impl Broker {
             );
             let estimate = self.plan_job(&job, query.accepts_incomplete)?;
             let mut op = Operation::start(&job, estimate.is_some(), meta);
+            op.retry_after_secs = estimate.unwrap_or(1).max(1);
+            op.deadline = estimate.and_then(|_| {
+                self.catalog
+                    .plan_by_id(&cur.plan_id)
+                    .and_then(|p| self.deadline(&p, now))
+            });
             let mut instance = cur.clone();
             instance.last_operation = Some(op_id.clone());
             instance.updated_at = now;
+            instance.state = InstanceState::Deleting;
             let mut purge_operations = Vec::new();
             if let Some(p) = purge {
+                // A purge is not undone by a failed delete: the leases stay orphaned (docs/design.md).
                 p.apply_to(&mut instance);
                 writes.extend(p.writes);
                 purge_operations = p.operations;
                 // The instance and its operation join the batch: all must fit one transaction.
                 super::sharing::too_many(writes.len() + 2)?;
             }
-            let plan = self.catalog.plan_by_id(&cur.plan_id);
-            match estimate {
-                Some(secs) => {
-                    op.retry_after_secs = secs.max(1);
-                    op.deadline = plan.and_then(|p| self.deadline(&p, now));
-                    instance.state = InstanceState::Deleting;
-                    writes.push(Write::replace(Record::Instance(instance), version));
-                    writes.push(Write::create(Record::Operation(op.clone())));
-                    if !self.commit_then_enqueue(writes, Some(&op.key())).await? {
-                        continue;
-                    }
-                    self.enqueue_all(&purge_operations).await?;
+            let resource = writes.len();
+            writes.push(Write::replace(Record::Instance(instance), version));
+            writes.push(Write::create(Record::Operation(op.clone())));
+            let launched = self.launch(writes, resource, op).await?;
+            if launched.is_some() {
+                self.enqueue_all(&purge_operations).await?;
+            }
+            match launched {
+                None => continue,
+                Some(Launched::Accepted(operation)) => {
                     return Ok(Reply::Accepted {
-                        operation: op_id,
+                        operation,
                         body: (),
                     });
                 }
-                None => {
-                    let mut version = version;
-                    if cur.sharing.is_some() {
-                        // An owner of a shareable offering: a lease may be created concurrently. Commit
-                        // `Deleting` first (version-checked; lease creation needs a usable owner), so the
-                        // backend is never called for an owner that then turns out to be shared.
-                        let mut deleting = instance.clone();
-                        deleting.state = InstanceState::Deleting;
-                        writes.push(Write::replace(Record::Instance(deleting), version));
-                        writes.push(Write::create(Record::Operation(op.clone())));
-                        if !self.commit_then_enqueue(writes, None).await? {
-                            continue;
-                        }
-                        self.enqueue_all(&purge_operations).await?;
-                        purge_operations.clear();
-                        writes = Vec::new();
-                        version += 1;
-                    }
-                    let outcome = self.backend.start(&job).await;
-                    if !matches!(outcome, BackendOutcome::Done(_)) {
-                        if cur.sharing.is_some() {
-                            // Back to usable: the delete did not happen.
-                            let mut failed = op.clone();
-                            failed.finish(
-                                OperationState::Failed,
-                                Some("deprovision failed".into()),
-                                now,
-                            );
-                            let mut back = instance.clone();
-                            back.state = cur.state;
-                            self.store
-                                .commit(vec![
-                                    Write::replace(Record::Instance(back), version),
-                                    Write::replace(Record::Operation(failed), 1),
-                                ])
-                                .await?;
-                        }
-                        return Err(sync_outcome_error(outcome));
-                    }
-                    instance.state = InstanceState::Gone;
-                    op.finish(OperationState::Succeeded, None, now);
-                    writes.push(Write::replace(Record::Instance(instance), version));
-                    if cur.sharing.is_some() {
-                        writes.push(Write::replace(Record::Operation(op), 1));
-                    } else {
-                        writes.push(Write::create(Record::Operation(op)));
-                    }
-                    if !self.commit_then_enqueue(writes, None).await? {
-                        if cur.sharing.is_some() {
-                            // Only this request moves an owner out of `Deleting`: a conflict here is a bug.
-                            return Err(BrokerError::Store(StoreError::Conflict));
-                        }
-                        continue;
-                    }
-                    self.enqueue_all(&purge_operations).await?;
-                    return Ok(Reply::Ok(()));
+                Some(Launched::Finished(done)) => {
+                    return match done.failure() {
+                        Some(e) => Err(e),
+                        None => Ok(Reply::Ok(())),
+                    };
                 }
             }
         }

@@ -4,7 +4,9 @@
 mod bindings;
 mod instances;
 pub mod last_operation;
+mod pipeline;
 mod sharing;
+mod sweep;
 pub mod webhooks;
 pub mod worker;
 
@@ -67,6 +69,27 @@ fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str> {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(BrokerError::BadRequest(format!("{name} is required"))),
     }
+}
+
+/// Most JSON bytes of platform-supplied fields (parameters, context, bind_resource) one record keeps: far
+/// below DynamoDB's 400 KB item limit even with the operation that copies them, whatever body limit the
+/// operator configured, and however often PATCH merges new parameter keys in.
+pub const MAX_STORED_PLATFORM_BYTES: usize = 64 * 1024;
+
+/// The JSON size of the platform-supplied fields a record would keep; an error naming the bound above it.
+fn check_stored_size(
+    fields: &[Option<&Object>],
+    too_big: impl FnOnce(usize) -> BrokerError,
+) -> Result<()> {
+    let size: usize = fields
+        .iter()
+        .flatten()
+        .map(|o| serde_json::to_vec(o).map_or(usize::MAX, |v| v.len()))
+        .fold(0, usize::saturating_add);
+    if size > MAX_STORED_PLATFORM_BYTES {
+        return Err(too_big(size));
+    }
+    Ok(())
 }
 
 /// Parameters as the comparison for idempotency sees them: absent and `{}` are the same.
@@ -190,9 +213,7 @@ impl Broker {
         &self,
         kind: OperationKind,
         operation_id: &OperationId,
-        tenant: &str,
-        instance_id: &InstanceId,
-        binding_id: Option<&crate::ids::BindingId>,
+        target: &Target<'_>,
         service_id: &str,
         plan_id: &str,
         parameters: Option<Object>,
@@ -201,13 +222,59 @@ impl Broker {
         BackendJob {
             kind,
             operation_id: operation_id.clone(),
-            tenant: tenant.to_owned(),
-            instance_id: instance_id.clone(),
-            binding_id: binding_id.cloned(),
+            tenant: target.tenant.to_owned(),
+            instance_id: target.instance_id.clone(),
+            generation: target.generation,
+            binding_id: target.binding.map(|(b, _)| b.clone()),
+            binding_generation: target.binding.map_or(0, |(_, g)| g),
             service_id: service_id.to_owned(),
             plan_id: plan_id.to_owned(),
             parameters,
             started_at,
         }
     }
+
+    /// The answer to a request that repeats an operation still in progress (same attributes): 202 with
+    /// its operation when the platform accepts incomplete answers; otherwise 422, `AsyncRequired` when the
+    /// operation is asynchronous, `ConcurrencyError` when another request is running it synchronously.
+    async fn repeated_in_progress<T>(
+        &self,
+        tenant: &str,
+        instance_id: &InstanceId,
+        operation: Option<&OperationId>,
+        accepts_incomplete: bool,
+        body: T,
+    ) -> Result<Reply<T>> {
+        let operation = operation.cloned().ok_or_else(|| {
+            BrokerError::Store(crate::ports::StoreError::Corrupt(
+                "resource in progress without operation".into(),
+            ))
+        })?;
+        if accepts_incomplete {
+            return Ok(Reply::Accepted { operation, body });
+        }
+        let key = OperationKey {
+            tenant: tenant.to_owned(),
+            instance_id: instance_id.clone(),
+            operation_id: operation,
+        };
+        match self.store.get_operation(&key).await? {
+            Some(op) if op.item.asynchronous => Err(BrokerError::AsyncRequired(format!(
+                "this {} is in progress asynchronously; send accepts_incomplete=true to follow it",
+                op.item.kind.as_str()
+            ))),
+            _ => Err(BrokerError::Concurrency(
+                "the same request is being processed; retry when it is over".into(),
+            )),
+        }
+    }
+}
+
+/// What an operation acts on, as the backend identifies it (see `ports::backend`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub tenant: &'a str,
+    pub instance_id: &'a InstanceId,
+    pub generation: u64,
+    pub binding: Option<(&'a crate::ids::BindingId, u64)>,
 }

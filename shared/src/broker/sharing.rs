@@ -11,7 +11,7 @@ use crate::keys;
 use crate::model::Object;
 use crate::model::requests::{ProvisionRequest, UpdateRequest};
 use crate::model::responses::ProvisionResponse;
-use crate::ports::{BackendJob, Bindings, Record, StoreError, Versioned, Write, rfc3339_ms};
+use crate::ports::{Bindings, Record, StoreError, Versioned, Write, rfc3339_ms};
 use crate::records::{
     BindingState, Instance, InstanceState, Operation, OperationKey, OperationKind, RequestMeta,
 };
@@ -52,6 +52,8 @@ pub(super) enum ProvisionSharing {
         params: SharingParams,
         /// The instance record already read, reused by the first round of provision.
         prefetched: Option<Option<Versioned<Instance>>>,
+        /// The rule items of the `sharing_to` tenants, read with the instance (first round only).
+        rules: Option<Vec<Versioned<Record>>>,
     },
 }
 
@@ -137,19 +139,14 @@ pub(super) fn too_many(writes: usize) -> Result<()> {
 
 /// A lease's bindings are made and revoked on its owner's backing instance: the job acts there, the
 /// operation (and the credentials) stay with the lease.
-pub(super) fn target_job(
-    instance: Option<&Instance>,
-    op: &mut Operation,
-    job: BackendJob,
-) -> BackendJob {
-    let Some(lease) = instance.and_then(|i| i.lease.as_ref()) else {
-        return job;
-    };
-    op.backend_target = Some(BackendTarget {
-        tenant: lease.owner_tenant.clone(),
-        instance_id: lease.owner_id.clone(),
-    });
-    op.job()
+pub(super) fn target_job(instance: Option<&Instance>, op: &mut Operation) {
+    if let Some(lease) = instance.and_then(|i| i.lease.as_ref()) {
+        op.backend_target = Some(BackendTarget {
+            tenant: lease.owner_tenant.clone(),
+            instance_id: lease.owner_id.clone(),
+            generation: lease.owner_generation,
+        });
+    }
 }
 
 /// An orphaned lease cannot be bound.
@@ -183,6 +180,7 @@ impl Broker {
                 req: Box::new(req),
                 params,
                 prefetched,
+                rules: None,
             })
         };
         if !plan.shareable() {
@@ -191,8 +189,35 @@ impl Broker {
             }
             return owner(req, params, None);
         }
-        if params.sharing_to.is_some() && params.token.is_none() {
-            return owner(req, params, None);
+        if let (Some(sets), None) = (&params.sharing_to, &params.token) {
+            // One read: the requested id and the rule items of the tenants it will share with (a new
+            // owner's `rule_writes` needs exactly those), so the provision stays within three calls.
+            let mut wanted = vec![keys::instance_key(&tenant.name, id)];
+            let targets: BTreeSet<&str> = sets.iter().map(|s| s.tenant()).collect();
+            wanted.extend(
+                targets
+                    .into_iter()
+                    .map(|t| keys::share_rules_key(&plan.service.id, t)),
+            );
+            let mut existing = None;
+            let mut rules = Vec::new();
+            for r in self.store.get_records(&wanted).await? {
+                match r.item {
+                    Record::Instance(i) => {
+                        existing = Some(Versioned {
+                            item: i,
+                            version: r.version,
+                        })
+                    }
+                    _ => rules.push(r),
+                }
+            }
+            return Ok(ProvisionSharing::Owner {
+                req: Box::new(req),
+                params,
+                prefetched: Some(existing),
+                rules: Some(rules),
+            });
         }
         let facts = RequestFacts::of(
             &tenant.name,
@@ -453,6 +478,7 @@ impl Broker {
             lease: Some(LeaseOf {
                 owner_tenant: owner.tenant.clone(),
                 owner_id: owner.id.clone(),
+                owner_generation: owner.generation,
                 orphaned: false,
             }),
         };
@@ -488,6 +514,7 @@ impl Broker {
         id: &InstanceId,
         plan: &PlanRef<'_>,
         params: &SharingParams,
+        rules: Option<Vec<Versioned<Record>>>,
         now: i64,
     ) -> Result<Option<(OwnerSharing, Vec<Write>)>> {
         if !plan.shareable() {
@@ -515,6 +542,7 @@ impl Broker {
                 &plan.plan.id,
                 &plan.service.id,
                 &mut sharing,
+                rules,
                 now,
             )
             .await?,
@@ -523,7 +551,8 @@ impl Broker {
     }
 
     /// Rewrites this owner's entries in the rule items of the tenants it shared with before and shares
-    /// with now (one read of those items); updates `rule_tenants`.
+    /// with now (one read of those items, unless `prefetched` holds them); updates `rule_tenants`.
+    #[allow(clippy::too_many_arguments)]
     async fn rule_writes(
         &self,
         tenant: &Tenant,
@@ -531,6 +560,7 @@ impl Broker {
         plan_id: &str,
         service_id: &str,
         sharing: &mut OwnerSharing,
+        prefetched: Option<Vec<Versioned<Record>>>,
         now: i64,
     ) -> Result<Vec<Write>> {
         let mut by_tenant: BTreeMap<String, Vec<crate::sharing::ConstraintSet>> = BTreeMap::new();
@@ -554,7 +584,11 @@ impl Broker {
             .map(|t| keys::share_rules_key(service_id, t))
             .collect();
         let mut current: BTreeMap<String, Versioned<ShareRules>> = BTreeMap::new();
-        for r in self.store.get_records(&wanted).await? {
+        let read = match prefetched {
+            Some(r) => r,
+            None => self.store.get_records(&wanted).await?,
+        };
+        for r in read {
             if let Record::ShareRules(rules) = r.item {
                 current.insert(
                     rules.tenant.clone(),
@@ -662,6 +696,7 @@ impl Broker {
                     &cur.plan_id,
                     &cur.service_id,
                     &mut sharing,
+                    None,
                     now,
                 )
                 .await?,
@@ -754,6 +789,7 @@ impl Broker {
         let target = BackendTarget {
             tenant: owner.tenant.clone(),
             instance_id: owner.id.clone(),
+            generation: owner.generation,
         };
         for l in leases {
             let read = self
@@ -792,9 +828,12 @@ impl Broker {
                 let job = self.job(
                     OperationKind::Unbind,
                     &op_id,
-                    &l.tenant,
-                    &l.id,
-                    Some(&b.item.id),
+                    &super::Target {
+                        tenant: &l.tenant,
+                        instance_id: &l.id,
+                        generation: inst.generation,
+                        binding: Some((&b.item.id, b.item.generation)),
+                    },
                     &b.item.service_id,
                     &b.item.plan_id,
                     None,

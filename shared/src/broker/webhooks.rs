@@ -8,7 +8,6 @@
 
 use super::Broker;
 use crate::error::{BrokerError, Result};
-use crate::http::error::ApiError;
 use crate::model::responses::ProvisionResponse;
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{
@@ -85,11 +84,14 @@ pub(super) fn failure_body(op: &Operation) -> (u16, crate::model::responses::Err
         .description
         .clone()
         .unwrap_or_else(|| format!("{} failed", op.kind.as_str()));
-    let err = ApiError::from(BrokerError::BackendFailed(description));
-    let (status, mut body) = err.osb_parts();
-    body.instance_usable = op.instance_usable;
-    body.update_repeatable = op.update_repeatable;
-    (status, body)
+    let osb = BrokerError::BackendFailed(description).osb();
+    let body = crate::model::responses::ErrorBody {
+        error: osb.code.map(str::to_owned),
+        description: osb.description,
+        instance_usable: op.instance_usable,
+        update_repeatable: op.update_repeatable,
+    };
+    (osb.status, body)
 }
 
 /// The body a synchronous call of `kind` returns on success, from the final records about to be written:
@@ -149,39 +151,6 @@ impl Broker {
 
     pub(super) async fn enqueue_callback(&self, key: &OperationKey, delay: Duration) -> Result<()> {
         super::send_key(self.webhook_queue.as_ref(), key, delay).await
-    }
-
-    /// Re-enqueues the pending callbacks whose message seems lost: due (or their sender's lease over) for
-    /// longer than the stall grace. The scheduled sweep runs it; duplicates send nothing twice.
-    pub async fn sweep_callbacks(&self) -> Result<usize> {
-        let now = self.clock.now_ms();
-        let grace = super::worker::STALL_GRACE.as_millis() as i64;
-        let mut redriven = 0;
-        for key in self.store.pending_callbacks().await? {
-            let Some(cb) = self.store.get_callback(&key).await? else {
-                continue;
-            };
-            let due = match cb.item.state {
-                CallbackState::Sending => cb.item.lease_until.unwrap_or(cb.item.next_attempt_at),
-                _ => cb.item.next_attempt_at,
-            };
-            if !cb.item.state.is_final() && now - due > grace {
-                tracing::warn!(operation = %key.operation_id, "stalled webhook callback re-driven");
-                self.enqueue_callback(&key, Duration::ZERO).await?;
-                redriven += 1;
-            }
-        }
-        Ok(redriven)
-    }
-
-    /// Re-enqueues every callback whose delivery is not final (after a restart of the local broker, and
-    /// by the sweep: a message lost between a commit and its send). Duplicates send nothing twice.
-    pub async fn resume_callbacks(&self) -> Result<usize> {
-        let keys = self.store.pending_callbacks().await?;
-        for k in &keys {
-            self.enqueue_callback(k, Duration::ZERO).await?;
-        }
-        Ok(keys.len())
     }
 }
 
@@ -493,7 +462,9 @@ mod tests {
             operation_id: crate::ids::OperationId::parse("01JD0000000000000000000000").unwrap(),
             tenant: "cf1".into(),
             instance_id: crate::ids::InstanceId::parse("i1").unwrap(),
+            generation: 1,
             binding_id: Some(crate::ids::BindingId::parse("b1").unwrap()),
+            binding_generation: 1,
             service_id: "s".into(),
             plan_id: "p".into(),
             parameters: None,

@@ -4,20 +4,15 @@
 //! worker killed between any two steps end in the same final state.
 
 use super::Broker;
-use super::instances::apply_change;
-use super::webhooks::{
-    callback_on_finish, created_callbacks, failure_body, success_body, success_status,
-};
 use crate::error::{BrokerError, Result};
-use crate::ports::backend::{Done, InstanceResult};
 use crate::ports::queue::MAX_DELAY;
 use crate::ports::{BackendOutcome, Queue, Record, StoreError, Versioned, Write};
-use crate::records::{
-    BindingState, InstanceState, Operation, OperationKey, OperationKind, OperationState,
-};
+use crate::records::OperationKey;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
+
+pub use super::sweep::{SWEEP_CONCURRENCY, SWEEP_PAGE, SweepCounts, SweepReport};
 
 /// How often a worker step still in progress refreshes the operation's `updated_at`.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
@@ -69,6 +64,8 @@ impl Broker {
                     None => self.backend.start(&job).await,
                     Some(h) => self.backend.poll(&job, h).await,
                 }
+                // Nothing decided: the message is left for redelivery, the same step runs again.
+                .map_err(|e| BrokerError::BackendUnavailable(e.0))?
             };
             let step = match outcome {
                 BackendOutcome::InProgress {
@@ -96,8 +93,14 @@ impl Broker {
                         )
                     })
                 }
-                BackendOutcome::Done(done) => self.finalize(op, version, Ok(done)).await,
-                BackendOutcome::Failed(d) => self.finalize(op, version, Err(d)).await,
+                BackendOutcome::Done(done) => self
+                    .finalize(Versioned { item: op, version }, None, Ok(done))
+                    .await
+                    .map(|_| WorkerStep::Finished),
+                BackendOutcome::Failed(d) => self
+                    .finalize(Versioned { item: op, version }, None, Err(d))
+                    .await
+                    .map(|_| WorkerStep::Finished),
             };
             match step {
                 Err(BrokerError::Store(StoreError::Conflict)) => continue,
@@ -105,168 +108,6 @@ impl Broker {
             }
         }
         Err(BrokerError::Store(StoreError::Conflict))
-    }
-
-    /// Commits the final state of the operation together with its instance or binding.
-    async fn finalize(
-        &self,
-        mut op: Operation,
-        op_version: u64,
-        outcome: std::result::Result<Done, String>,
-    ) -> Result<WorkerStep> {
-        let now = self.clock.now_ms();
-        let (succeeded, description, done) = match outcome {
-            Ok(d) => (true, None, Some(d)),
-            Err(d) => (false, Some(d), None),
-        };
-        let state = if succeeded {
-            OperationState::Succeeded
-        } else {
-            OperationState::Failed
-        };
-        let mut writes = Vec::with_capacity(3);
-        if op.kind.is_binding() {
-            let binding_id = op.binding_id.clone().ok_or_else(|| {
-                BrokerError::Store(StoreError::Corrupt(
-                    "binding operation without binding id".into(),
-                ))
-            })?;
-            if let Some(Versioned {
-                item: mut b,
-                version,
-            }) = self
-                .store
-                .get_binding(&op.tenant, &op.instance_id, &binding_id)
-                .await?
-                && b.last_operation.as_ref() == Some(&op.id)
-            {
-                b.updated_at = now;
-                b.state = match (op.kind, succeeded) {
-                    (OperationKind::Bind, true) => {
-                        if let Some(Done::Binding(r)) = done {
-                            b.result = Some(r);
-                        }
-                        BindingState::Ready
-                    }
-                    (OperationKind::Bind, false) => BindingState::CreateFailed,
-                    (_, true) => {
-                        b.result = None;
-                        BindingState::Gone
-                    }
-                    (_, false) => BindingState::Ready,
-                };
-                writes.push(Write::replace(Record::Binding(b), version));
-            }
-        } else if let Some(Versioned {
-            item: mut i,
-            version,
-        }) = self.store.get_instance(&op.tenant, &op.instance_id).await?
-            && i.last_operation.as_ref() == Some(&op.id)
-        {
-            i.updated_at = now;
-            match (op.kind, succeeded) {
-                (OperationKind::Provision, true) => {
-                    if let Some(Done::Instance(r)) = done {
-                        i.dashboard_url = r.dashboard_url;
-                        i.metadata = r.metadata;
-                    }
-                    i.state = InstanceState::Ready;
-                }
-                (OperationKind::Provision, false) => i.state = InstanceState::CreateFailed,
-                (OperationKind::Update, true) => {
-                    let result = match done {
-                        Some(Done::Instance(r)) => r,
-                        _ => InstanceResult::default(),
-                    };
-                    if let Some(change) = op.change.clone() {
-                        apply_change(&mut i, &change, result);
-                    }
-                    i.state = InstanceState::Ready;
-                }
-                (OperationKind::Deprovision, true) => i.state = InstanceState::Gone,
-                _ => i.state = InstanceState::Ready,
-            }
-            writes.push(Write::replace(Record::Instance(i), version));
-        }
-        op.finish(state, description, now);
-        // The webhook's body (only when one was registered): what the synchronous call would have returned.
-        let callback = if op.webhook.is_none() {
-            None
-        } else if succeeded {
-            let (status, body) = (success_status(op.kind), success_body(op.kind, &writes));
-            callback_on_finish(&mut op, status, &body, now)?
-        } else {
-            let (status, body) = failure_body(&op);
-            callback_on_finish(&mut op, status, &body, now)?
-        };
-        writes.extend(callback);
-        writes.push(Write::replace(Record::Operation(op.clone()), op_version));
-        let callbacks = created_callbacks(&writes);
-        self.store.commit(writes).await?;
-        self.enqueue_callbacks(&callbacks).await?;
-        tracing::info!(
-            operation = %op.id,
-            kind = op.kind.as_str(),
-            state = ?op.state,
-            "operation finished"
-        );
-        Ok(WorkerStep::Finished)
-    }
-
-    /// Whether no message has carried this operation in progress for longer than a live chain of
-    /// messages would allow: its next step was due `retry_after` after the last touch (at most the
-    /// queue's maximum delay), and the worker touches it at least every `HEARTBEAT`.
-    pub fn is_stalled(&self, op: &Operation) -> bool {
-        let expected = Duration::from_secs(op.retry_after_secs)
-            .min(MAX_DELAY)
-            .max(HEARTBEAT);
-        !op.is_final()
-            && self.clock.now_ms() - op.updated_at > (expected + STALL_GRACE).as_millis() as i64
-    }
-
-    /// Sends a stalled operation's message again (its message was lost: the API died between its
-    /// commit and its send, or the message went to the dead-letter queue). The touch is committed
-    /// first, so concurrent callers re-drive it once. Returns whether it re-drove.
-    pub async fn redrive_if_stalled(&self, op: &Versioned<Operation>) -> Result<bool> {
-        if !self.is_stalled(&op.item) {
-            return Ok(false);
-        }
-        let mut touched = op.item.clone();
-        touched.updated_at = self.clock.now_ms();
-        match self
-            .store
-            .commit(vec![Write::replace(Record::Operation(touched), op.version)])
-            .await
-        {
-            Err(StoreError::Conflict) => return Ok(false),
-            r => r?,
-        }
-        tracing::warn!(operation = %op.item.id, tenant = %op.item.tenant, "stalled operation re-driven");
-        self.enqueue(&op.item.key(), Duration::ZERO).await?;
-        Ok(true)
-    }
-
-    /// Re-drives every stalled operation (the scheduled sweep; the local broker runs it periodically).
-    /// Returns how many were re-driven.
-    pub async fn sweep_stalled(&self) -> Result<usize> {
-        let mut redriven = 0;
-        for key in self.store.unfinished_operations().await? {
-            if let Some(op) = self.store.get_operation(&key).await?
-                && self.redrive_if_stalled(&op).await?
-            {
-                redriven += 1;
-            }
-        }
-        Ok(redriven)
-    }
-
-    /// Re-enqueues every operation still in progress (after a restart of the local broker).
-    pub async fn resume_unfinished(&self) -> Result<usize> {
-        let keys = self.store.unfinished_operations().await?;
-        for k in &keys {
-            self.enqueue(k, Duration::ZERO).await?;
-        }
-        Ok(keys.len())
     }
 }
 

@@ -6,6 +6,8 @@
 //! osb_broker::queue_contract!(async { Arc::new(MyQueue::new().await) as Arc<dyn Queue> });
 //! ```
 
+pub mod backend;
+pub mod faults;
 pub mod queue;
 pub mod store;
 
@@ -23,6 +25,7 @@ macro_rules! store_contract {
             unfinished_operations_are_listed_until_final,
             concurrent_writers_of_one_version_have_one_winner,
             callbacks_round_trip_and_are_pending_until_final,
+            index_listings_page_through_more_keys_than_one_page,
             sharing_records_are_read_by_key_in_one_batch,
             a_lease_and_an_owner_delete_racing_have_one_winner,
         );

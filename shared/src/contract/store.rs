@@ -40,6 +40,7 @@ pub fn binding(tenant: &str, instance_id: &str, id: &str) -> Binding {
         instance_id: iid(instance_id),
         instance_generation: 1,
         id: BindingId::parse(id).unwrap(),
+        generation: 1,
         service_id: "svc".into(),
         plan_id: "plan".into(),
         app_guid: None,
@@ -61,13 +62,50 @@ pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
         operation_id: OperationId::parse(id).unwrap(),
         tenant: tenant.into(),
         instance_id: iid(instance_id),
+        generation: 1,
         binding_id: None,
+        binding_generation: 0,
         service_id: "svc".into(),
         plan_id: "plan".into(),
         parameters: None,
         started_at: 1,
     };
     Operation::start(&job, true, &RequestMeta::default())
+}
+
+/// Every key of an index listing, page after page (`page` keys at most each), sorted by operation id.
+pub async fn list_all(
+    store: &Arc<dyn Store>,
+    callbacks: bool,
+    page: usize,
+) -> Vec<crate::records::OperationKey> {
+    let (mut all, mut from) = (Vec::new(), None);
+    for _ in 0..10_000 {
+        let got = if callbacks {
+            store.pending_callbacks(from.as_ref(), page).await
+        } else {
+            store.unfinished_operations(from.as_ref(), page).await
+        }
+        .unwrap();
+        assert!(got.keys.len() <= page, "a page holds at most its limit");
+        all.extend(got.keys);
+        match got.next {
+            Some(next) => from = Some(next),
+            None => {
+                all.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
+                return all;
+            }
+        }
+    }
+    panic!("the listing never ended");
+}
+
+async fn unfinished(store: &Arc<dyn Store>) -> Vec<crate::records::OperationKey> {
+    list_all(store, false, crate::ports::MAX_PAGE).await
+}
+
+async fn pending(store: &Arc<dyn Store>) -> Vec<crate::records::OperationKey> {
+    list_all(store, true, crate::ports::MAX_PAGE).await
 }
 
 pub async fn created_records_read_back_at_version_one(store: Arc<dyn Store>) {
@@ -254,16 +292,14 @@ pub async fn unfinished_operations_are_listed_until_final(store: Arc<dyn Store>)
         ])
         .await
         .unwrap();
-    let mut keys = store.unfinished_operations().await.unwrap();
-    keys.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
-    assert_eq!(keys, vec![o1.key(), o2.key()]);
+    assert_eq!(unfinished(&store).await, vec![o1.key(), o2.key()]);
     let mut done = o1.clone();
     done.finish(OperationState::Succeeded, None, 2);
     store
         .commit(vec![Write::replace(Record::Operation(done), 1)])
         .await
         .unwrap();
-    assert_eq!(store.unfinished_operations().await.unwrap(), vec![o2.key()]);
+    assert_eq!(unfinished(&store).await, vec![o2.key()]);
 }
 
 pub async fn concurrent_writers_of_one_version_have_one_winner(store: Arc<dyn Store>) {
@@ -340,10 +376,8 @@ pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Sto
         store.get_operation(&o.key()).await.unwrap().unwrap().item,
         o
     );
-    assert_eq!(store.unfinished_operations().await.unwrap(), vec![o.key()]);
-    let mut pending = store.pending_callbacks().await.unwrap();
-    pending.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
-    assert_eq!(pending, vec![c1.key(), c2.key()]);
+    assert_eq!(unfinished(&store).await, vec![o.key()]);
+    assert_eq!(pending(&store).await, vec![c1.key(), c2.key()]);
     // Creating it twice conflicts (a duplicate finalize cannot make a second callback).
     assert_eq!(
         store
@@ -359,9 +393,95 @@ pub async fn callbacks_round_trip_and_are_pending_until_final(store: Arc<dyn Sto
         .commit(vec![Write::replace(Record::Callback(delivered.clone()), 1)])
         .await
         .unwrap();
-    assert_eq!(store.pending_callbacks().await.unwrap(), vec![c2.key()]);
+    assert_eq!(pending(&store).await, vec![c2.key()]);
     let got = store.get_callback(&o.key()).await.unwrap().unwrap();
     assert_eq!((got.item, got.version), (delivered, 2));
+}
+
+/// The index listings come a bounded page at a time and, page after page, list every key once: more
+/// keys than one page (over every DynamoDB shard), pages of 1, 2 and 3, keys finished between two pages
+/// left out, keys rewritten (touched) between two pages listed once, the other family never mixed in.
+pub async fn index_listings_page_through_more_keys_than_one_page(store: Arc<dyn Store>) {
+    let ids: Vec<String> = (0..11).map(|n| format!("op{n:02}")).collect();
+    let mut writes = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let tenant = format!("t{}", n % 3);
+        writes.push(Write::create(Record::Operation(operation(
+            &tenant, "i1", id,
+        ))));
+        writes.push(Write::create(Record::Callback(callback(&tenant, "i1", id))));
+    }
+    for chunk in writes.chunks(10) {
+        store.commit(chunk.to_vec()).await.unwrap();
+    }
+    let mut want: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| operation(&format!("t{}", n % 3), "i1", id).key())
+        .collect();
+    want.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
+    for page in [1, 2, 3] {
+        assert_eq!(
+            list_all(&store, false, page).await,
+            want,
+            "operations, pages of {page}"
+        );
+        assert_eq!(
+            list_all(&store, true, page).await,
+            want,
+            "callbacks, pages of {page}"
+        );
+    }
+    let first = store.unfinished_operations(None, 4).await.unwrap();
+    assert_eq!(first.keys.len(), 4, "a full first page");
+    assert!(first.next.is_some(), "more follow");
+    assert_eq!(
+        store
+            .unfinished_operations(None, 0)
+            .await
+            .unwrap()
+            .keys
+            .len(),
+        1,
+        "a limit of 0 reads as 1"
+    );
+
+    // Between two pages: every key of the first page is touched and every other key not yet listed
+    // is finished. The rest of the listing has none of them twice, and none of the finished ones.
+    let mut seen = first.keys.clone();
+    for key in &want {
+        let current = store.get_operation(key).await.unwrap().unwrap();
+        let mut op = current.item.clone();
+        if first.keys.contains(key) {
+            op.updated_at += 1;
+        } else if key.operation_id.as_str() > "op05" {
+            op.finish(OperationState::Succeeded, None, 2);
+        } else {
+            continue;
+        }
+        store
+            .commit(vec![Write::replace(Record::Operation(op), current.version)])
+            .await
+            .unwrap();
+    }
+    let mut from = first.next;
+    while let Some(cursor) = from {
+        let page = store.unfinished_operations(Some(&cursor), 4).await.unwrap();
+        seen.extend(page.keys);
+        from = page.next;
+    }
+    seen.sort_by(|a, b| a.operation_id.cmp(&b.operation_id));
+    let expected: Vec<_> = want
+        .iter()
+        .filter(|k| first.keys.contains(k) || k.operation_id.as_str() <= "op05")
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        list_all(&store, true, 2).await,
+        want,
+        "callbacks unaffected"
+    );
 }
 
 // --- sharing ---
@@ -488,6 +608,7 @@ pub async fn a_lease_and_an_owner_delete_racing_have_one_winner(store: Arc<dyn S
             leased.lease = Some(crate::sharing::LeaseOf {
                 owner_tenant: "t1".into(),
                 owner_id: iid("owner"),
+                owner_generation: 1,
                 orphaned: false,
             });
             store

@@ -3,7 +3,6 @@
 
 use crate::error::BrokerError;
 use crate::model::responses::ErrorBody;
-use crate::ports::{QueueError, StoreError};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +27,6 @@ pub enum ApiError {
 
 impl ApiError {
     fn parts(&self) -> (StatusCode, Option<&'static str>, String) {
-        use BrokerError as B;
         let desc = self.to_string();
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None, desc),
@@ -37,50 +35,17 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None, desc),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, None, desc),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None, desc),
-            ApiError::Broker(e) => match e {
-                B::BadRequest(_) => (StatusCode::BAD_REQUEST, None, desc),
-                B::NotFound(_) => (StatusCode::NOT_FOUND, None, desc),
-                B::Gone(_) => (StatusCode::GONE, None, desc),
-                B::Conflict(_) => (StatusCode::CONFLICT, None, desc),
-                B::AsyncRequired(_) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some("AsyncRequired"),
-                    desc,
-                ),
-                B::Concurrency(_) | B::Store(StoreError::Conflict) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some("ConcurrencyError"),
-                    if matches!(e, B::Store(_)) {
-                        "another operation on this resource is in progress".into()
-                    } else {
-                        desc
-                    },
-                ),
-                B::MaintenanceInfoConflict(_) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some("MaintenanceInfoConflict"),
-                    desc,
-                ),
-                B::RequiresApp(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("RequiresApp"), desc),
-                B::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, None, desc),
-                B::BackendFailed(_) => (StatusCode::BAD_GATEWAY, Some("BackendError"), desc),
-                B::Store(StoreError::Unavailable(_)) | B::Queue(QueueError::Unavailable(_)) => {
-                    tracing::error!(error = %e, "dependency unavailable");
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        None,
-                        "the broker's storage or queue is unavailable; retry later".into(),
-                    )
+            ApiError::Broker(e) => {
+                let osb = e.osb();
+                if osb.internal {
+                    tracing::error!(error = %e, "internal error or dependency unavailable");
                 }
-                B::Store(StoreError::Corrupt(_)) => {
-                    tracing::error!(error = %e, "internal error");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        None,
-                        "internal error".into(),
-                    )
-                }
-            },
+                (
+                    StatusCode::from_u16(osb.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    osb.code,
+                    osb.description,
+                )
+            }
         }
     }
 }

@@ -1,5 +1,32 @@
-//! The backend port: whatever really provisions. Each call ends *done*, *failed* or *in progress*
-//! (with a handle to poll and a hint of when to look again). Calls must be idempotent per operation id.
+//! The backend port: whatever really provisions (the simulated backend, an upstream OSB broker, a
+//! PostgreSQL server). Every backend passes `contract::backend`.
+//!
+//! # The contract
+//!
+//! The broker commits every operation in its in-progress state (with its operation record) before it calls
+//! the backend, and commits the final state after. A process may die between any two steps, a queue may
+//! deliver a message twice, and a request that lost a race compensates what it did. So a backend must hold
+//! to the following:
+//!
+//! - **Idempotent per operation id.** [`Backend::start`] may be called again for the same operation (same
+//!   [`BackendJob::operation_id`]) any number of times, before or after it finished, also from another
+//!   process after a restart: it never creates a second resource, and once done it returns the same result
+//!   (the same credentials for a bind). [`Backend::poll`] with a handle it returned likewise.
+//! - **Identity of a resource.** An instance is `(tenant, instance_id, generation)`, a binding
+//!   `(tenant, instance_id, generation, binding_id, binding_generation)`. Generations grow each time an id
+//!   is used again after a delete or a failed creation, so a late call of an earlier life never touches the
+//!   current one. Names a backend derives for its resources (upstream ids, database and role names) come
+//!   from this identity only, never from user input.
+//! - **Deletes of what is not there succeed.** Deprovision or unbind of a resource that does not exist (never
+//!   created, already deleted) answers `Done(Deleted)`. Deprovision removes the instance's bindings with it.
+//!   A deprovision or unbind may carry the operation id of the provision or bind it compensates.
+//! - **`Failed` is final, an error is not.** `Ok(BackendOutcome::Failed(description))` means the backend
+//!   tried and the operation failed for good: the broker records it failed (a provision → `CreateFailed`,
+//!   a failed delete leaves the resource as it was) and shows `description` to the platform, so it must
+//!   hold no secret. `Err(BackendError)` means the backend could not be asked (unreachable, throttled, its
+//!   own store down): nothing is decided, the operation stays in progress and the same step is tried again
+//!   later with the same operation id.
+//! - **Nothing secret in errors.** Neither `Failed` descriptions nor errors carry credentials.
 
 use crate::ids::{BindingId, InstanceId, OperationId};
 use crate::model::Object;
@@ -8,19 +35,36 @@ use crate::records::OperationKind;
 use async_trait::async_trait;
 
 /// Everything a backend needs to act on one operation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendJob {
     pub kind: OperationKind,
     pub operation_id: OperationId,
     pub tenant: String,
     pub instance_id: InstanceId,
+    /// The life of `instance_id` the job acts on (see the contract: identity of a resource).
+    pub generation: u64,
     pub binding_id: Option<BindingId>,
+    /// The life of `binding_id` (0 for instance jobs).
+    pub binding_generation: u64,
     pub service_id: String,
     pub plan_id: String,
-    /// The parameters of the request (for an update: the new parameters).
+    /// The parameters of the request (for an update: the new parameters; none for deletes).
     pub parameters: Option<Object>,
     /// When the operation was accepted, unix milliseconds.
     pub started_at: i64,
+}
+
+impl BackendJob {
+    /// The job that undoes this provision or bind (same operation id, same resource).
+    pub fn compensation(&self) -> BackendJob {
+        let mut undo = self.clone();
+        undo.kind = match self.kind {
+            OperationKind::Bind | OperationKind::Unbind => OperationKind::Unbind,
+            _ => OperationKind::Deprovision,
+        };
+        undo.parameters = None;
+        undo
+    }
 }
 
 /// What a finished provision or update yields.
@@ -41,6 +85,7 @@ pub enum Done {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendOutcome {
     Done(Done),
+    /// The operation failed for good; the description is shown to the platform.
     Failed(String),
     InProgress {
         handle: String,
@@ -53,15 +98,24 @@ pub enum BackendOutcome {
 #[error("{0}")]
 pub struct BackendRejection(pub String);
 
+/// The backend could not be asked; nothing was decided and the step is tried again (a 503 for a
+/// synchronous request, a redelivery for the worker).
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("backend unavailable: {0}")]
+pub struct BackendError(pub String);
+
+pub type BackendResult = Result<BackendOutcome, BackendError>;
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Checks the job before it is accepted and tells whether it finishes at once (`None`) or
     /// asynchronously (`Some(estimated seconds)`), so the API can answer 422 `AsyncRequired` up front.
+    /// Pure: no side effect, no I/O.
     fn plan_job(&self, job: &BackendJob) -> Result<Option<u64>, BackendRejection>;
 
     /// Starts (or, when called again for the same operation id, resumes) the job.
-    async fn start(&self, job: &BackendJob) -> BackendOutcome;
+    async fn start(&self, job: &BackendJob) -> BackendResult;
 
     /// Looks at a job in progress.
-    async fn poll(&self, job: &BackendJob, handle: &str) -> BackendOutcome;
+    async fn poll(&self, job: &BackendJob, handle: &str) -> BackendResult;
 }

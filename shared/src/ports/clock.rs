@@ -20,6 +20,18 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A unix-millisecond time as `yyyy-mm-ddThh:mm:ss.sssZ`, always with milliseconds: the form the OSB spec
+/// gives for binding `metadata.expires_at` / `renew_before`; empty when out of range.
+pub fn iso8601_millis(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 

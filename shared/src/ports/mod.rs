@@ -6,11 +6,13 @@ pub mod queue;
 pub mod store;
 pub mod webhook;
 
-pub use backend::{Backend, BackendJob, BackendOutcome};
-pub use clock::{Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator, rfc3339_ms};
+pub use backend::{Backend, BackendError, BackendJob, BackendOutcome, BackendResult};
+pub use clock::{
+    Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator, iso8601_millis, rfc3339_ms,
+};
 pub use queue::{Delivery, Queue, QueueError};
 pub use store::{
-    Bindings, Expected, InstanceWithBindings, Record, RecordKey, Store, StoreError, Versioned,
-    Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
+    StoreError, Versioned, Write,
 };
 pub use webhook::{AttemptOutcome, AttemptReport, WebhookRequest, WebhookSender};

@@ -80,6 +80,13 @@ impl Write {
             expected: Expected::Version(version),
         }
     }
+    /// The version the record has once this write is committed.
+    pub fn new_version(&self) -> u64 {
+        match self.expected {
+            Expected::Absent => 1,
+            Expected::Version(v) => v + 1,
+        }
+    }
     /// Create when `version` is `None`, else replace that version.
     pub fn upsert(record: Record, version: Option<u64>) -> Self {
         match version {
@@ -87,6 +94,27 @@ impl Write {
             Some(v) => Write::replace(record, v),
         }
     }
+}
+
+/// Most keys one page of an index listing (`unfinished_operations`, `pending_callbacks`) holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// Where an index listing goes on: made by the adapter that returned the page, handed back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The index partition the listing is in (DynamoDB's `unfinished` shards; always 0 in SQLite).
+    pub(crate) shard: u32,
+    /// The last item read in that partition; `None`: from its beginning.
+    pub(crate) after: Option<RecordKey>,
+}
+
+/// One page of an index listing, in the index's order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyPage {
+    pub keys: Vec<OperationKey>,
+    /// Where the next page starts; `None` once the listing is complete. A page may hold fewer than
+    /// `limit` keys, even none, and still have a next one.
+    pub next: Option<Cursor>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -138,8 +166,14 @@ pub trait Store: Send + Sync {
     /// left out, order is not kept.
     async fn get_records(&self, keys: &[RecordKey]) -> Result<Vec<Versioned<Record>>, StoreError>;
 
-    /// Keys of operations still in progress (used to resume work after a restart).
-    async fn unfinished_operations(&self) -> Result<Vec<OperationKey>, StoreError>;
+    /// One page of the keys of operations still in progress (the sweep; resuming after a restart):
+    /// at most `limit` keys (clamped to `1..=MAX_PAGE`), starting where `from` says (`None`: the
+    /// beginning). Keys finished meanwhile drop out; keys touched meanwhile are not listed twice.
+    async fn unfinished_operations(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError>;
 
     /// The webhook callback of an operation (`key` is the operation's key).
     async fn get_callback(
@@ -147,6 +181,11 @@ pub trait Store: Send + Sync {
         key: &OperationKey,
     ) -> Result<Option<Versioned<Callback>>, StoreError>;
 
-    /// Keys of callbacks whose delivery is not final (resumed after a restart, re-driven by the sweep).
-    async fn pending_callbacks(&self) -> Result<Vec<OperationKey>, StoreError>;
+    /// One page of the keys of callbacks whose delivery is not final (re-driven by the sweep, resumed
+    /// after a restart); paged like `unfinished_operations`.
+    async fn pending_callbacks(
+        &self,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError>;
 }

@@ -55,6 +55,9 @@ pub struct LeaseRef {
 pub struct LeaseOf {
     pub owner_tenant: String,
     pub owner_id: InstanceId,
+    /// The owner's life the lease uses (its bindings are made on it).
+    #[serde(default = "crate::sharing::first_generation")]
+    pub owner_generation: u64,
     /// The owner purged the lease: it no longer gives access to the owner's resources.
     #[serde(default)]
     pub orphaned: bool,
@@ -148,4 +151,10 @@ pub struct SharingTokenRecord {
 pub struct BackendTarget {
     pub tenant: String,
     pub instance_id: InstanceId,
+    #[serde(default = "crate::sharing::first_generation")]
+    pub generation: u64,
+}
+
+fn first_generation() -> u64 {
+    1
 }

@@ -36,6 +36,10 @@ impl TokenKey {
         h.update(material);
         TokenKey(h.finalize().into())
     }
+    /// The key's bytes (for a key file used by something other than tokens, e.g. the simulated backend).
+    pub fn into_bytes(self) -> [u8; 32] {
+        self.0
+    }
     pub fn random() -> Self {
         let mut b = [0u8; 32];
         rand::rng().fill_bytes(&mut b);

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use osb_broker::broker::{Broker, WorkerStep};
 use osb_broker::config::BrokerConfig;
 use osb_broker::ids::{InstanceId, OperationId};
-use osb_broker::ports::{Clock, ManualClock};
+use osb_broker::ports::{Backend, Clock, ManualClock, Store};
 use osb_broker::records::OperationKey;
 use osb_broker::tenants::{Secret, TenantConfig};
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ pub const APP_BOUND: &str = "3da07d67-8e3e-4eb0-9071-4c3f6f2d5e44";
 #[derive(Clone)]
 pub struct Harness {
     pub router: Router,
+    pub state: osb_broker::http::AppState,
     pub broker: Arc<Broker>,
     pub clock: Arc<ManualClock>,
     _dir: Arc<tempfile::TempDir>,
@@ -63,11 +64,47 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let e = osb_broker::embedded::build(&cfg, clock.clone() as Arc<dyn Clock>).unwrap();
         Harness {
-            router: osb_broker::http::router(e.state),
+            router: osb_broker::http::router(e.state.clone()),
+            state: e.state,
             broker: e.broker,
             clock,
             _dir: Arc::new(dir),
         }
+    }
+
+    /// The harness with its backend and store wrapped (fault injection: gates, counters).
+    pub fn wrapped(
+        backend: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+        store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Self {
+        let h = Harness::new();
+        let mut broker = (*h.broker).clone();
+        broker.backend = backend(broker.backend.clone());
+        broker.store = store(broker.store.clone());
+        let broker = Arc::new(broker);
+        let tenants = h.state.tenants.clone();
+        let state = osb_broker::http::AppState::new(broker.clone(), tenants, h.state.body_limit);
+        Harness {
+            router: osb_broker::http::router(state.clone()),
+            state,
+            broker,
+            clock: h.clock,
+            _dir: h._dir,
+        }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// What exists on the simulated backend's side (its ledger in the data directory).
+    pub fn ledger(&self) -> Vec<String> {
+        let ledger = osb_broker::backends::simulated::SqliteLedger::open(
+            &self._dir.path().join("simulated-backend.db"),
+        )
+        .unwrap();
+        use osb_broker::backends::simulated::Ledger;
+        ledger.list().unwrap().into_iter().map(|e| e.key).collect()
     }
 
     pub fn auth(tenant: &str) -> String {
