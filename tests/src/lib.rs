@@ -10,6 +10,7 @@
 
 use base64::Engine;
 
+pub mod chaos;
 pub mod receiver;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
