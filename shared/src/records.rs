@@ -56,7 +56,7 @@ pub struct Instance {
     pub provisioned_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
-    // --- sharing (broker/sharing.rs) ---
+    // --- sharing (broker/sharing/) ---
     /// Set on an owner instance of a shareable offering: its sharing rules, token and leases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing: Option<crate::sharing::OwnerSharing>,

@@ -1,7 +1,6 @@
 //! Bind (and rotate), unbind and fetch of service bindings.
 
-use super::pipeline::Launched;
-use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
+use super::{Attempt, Broker, Reply, race_retry, required, same_parameters};
 use crate::catalog::SchemaKind;
 use crate::error::{BrokerError, Result};
 use crate::ids::{BindingId, InstanceId};
@@ -147,7 +146,7 @@ impl Broker {
             },
         )?;
 
-        for _ in 0..MAX_RACE_RETRIES {
+        race_retry("the service binding", || async {
             let now = self.clock.now_ms();
             let mut wanted = vec![id.clone()];
             wanted.extend(predecessor.iter().cloned());
@@ -185,10 +184,13 @@ impl Broker {
                                 accepts_incomplete,
                                 BindingResult::default(),
                             )
-                            .await;
+                            .await
+                            .map(Attempt::Done);
                     }
                     BindingState::Ready if same => {
-                        return Ok(Reply::Ok(cur.result.clone().unwrap_or_default()));
+                        return Ok(Attempt::Done(Reply::Ok(
+                            cur.result.clone().unwrap_or_default(),
+                        )));
                     }
                     BindingState::Deleting => {
                         return Err(BrokerError::Concurrency(
@@ -260,28 +262,22 @@ impl Broker {
                 Write::create(Record::Operation(op.clone())),
             ];
             writes.extend(view.touch_instance(now));
-            match self.launch(writes, 0, op).await? {
-                None => continue,
-                Some(Launched::Accepted(operation)) => {
-                    return Ok(Reply::Accepted {
-                        operation,
-                        body: BindingResult::default(),
-                    });
-                }
-                Some(Launched::Finished(done)) => {
-                    if let Some(e) = done.failure() {
-                        return Err(e);
-                    }
-                    return Ok(Reply::Created(match done.resource {
-                        Some(Record::Binding(b)) => b.result.unwrap_or_default(),
-                        _ => BindingResult::default(),
-                    }));
-                }
-            }
-        }
-        Err(BrokerError::Concurrency(
-            "the service binding is being changed by another request".into(),
-        ))
+            let Some(launched) = self.launch(writes, 0, op).await? else {
+                return Ok(Attempt::Retry);
+            };
+            launched
+                .into_reply(
+                    |_| BindingResult::default(),
+                    |done| {
+                        Reply::Created(match done.resource {
+                            Some(Record::Binding(b)) => b.result.unwrap_or_default(),
+                            _ => BindingResult::default(),
+                        })
+                    },
+                )
+                .map(Attempt::Done)
+        })
+        .await
     }
 
     pub async fn unbind(
@@ -294,7 +290,7 @@ impl Broker {
     ) -> Result<Reply<()>> {
         required(query.service_id.as_deref(), "service_id")?;
         required(query.plan_id.as_deref(), "plan_id")?;
-        for _ in 0..MAX_RACE_RETRIES {
+        race_retry("the service binding", || async {
             let now = self.clock.now_ms();
             let view = self
                 .binding_view(&tenant.name, instance_id, std::slice::from_ref(id))
@@ -314,10 +310,10 @@ impl Broker {
                 BindingState::Gone => return Err(binding_gone()),
                 BindingState::Deleting => {
                     return match (&cur.last_operation, query.accepts_incomplete) {
-                        (Some(op), true) => Ok(Reply::Accepted {
+                        (Some(op), true) => Ok(Attempt::Done(Reply::Accepted {
                             operation: op.clone(),
                             body: (),
-                        }),
+                        })),
                         _ => Err(BrokerError::Concurrency(
                             "the service binding is already being deleted".into(),
                         )),
@@ -375,25 +371,14 @@ impl Broker {
             writes.push(Write::replace(Record::Binding(binding), version));
             writes.push(Write::create(Record::Operation(op.clone())));
             writes.extend(view.touch_instance(now));
-            match self.launch(writes, resource, op).await? {
-                None => continue,
-                Some(Launched::Accepted(operation)) => {
-                    return Ok(Reply::Accepted {
-                        operation,
-                        body: (),
-                    });
-                }
-                Some(Launched::Finished(done)) => {
-                    return match done.failure() {
-                        Some(e) => Err(e),
-                        None => Ok(Reply::Ok(())),
-                    };
-                }
-            }
-        }
-        Err(BrokerError::Concurrency(
-            "the service binding is being changed by another request".into(),
-        ))
+            let Some(launched) = self.launch(writes, resource, op).await? else {
+                return Ok(Attempt::Retry);
+            };
+            launched
+                .into_reply(|_| (), |_| Reply::Ok(()))
+                .map(Attempt::Done)
+        })
+        .await
     }
 
     /// GET binding: 404 unless the binding exists and is complete.

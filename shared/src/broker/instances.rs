@@ -1,11 +1,10 @@
 //! Provision, update, deprovision and fetch of service instances.
 
-use super::pipeline::Launched;
 use super::sharing::{DeleteSharing, ProvisionSharing, UpdateSharing};
-use super::{Broker, MAX_RACE_RETRIES, Reply, required, same_parameters};
+use super::{Attempt, Broker, Reply, race_retry, required, same_parameters};
 use crate::catalog::{PlanRef, SchemaKind};
 use crate::error::{BrokerError, Result};
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, OperationId};
 use crate::model::Object;
 use crate::model::requests::{DeleteQuery, ProvisionRequest, UpdateRequest};
 use crate::model::responses::{InstanceResource, ProvisionResponse};
@@ -22,6 +21,14 @@ fn provision_body(i: &Instance) -> ProvisionResponse {
         dashboard_url: i.dashboard_url.clone(),
         operation: None,
         metadata: i.metadata.clone(),
+    }
+}
+
+/// The body of a 202 to a provision or update.
+fn accepted_body(operation: &OperationId) -> ProvisionResponse {
+    ProvisionResponse {
+        operation: Some(operation.to_string()),
+        ..Default::default()
     }
 }
 
@@ -57,7 +64,7 @@ impl Broker {
         let plan = self.resolve_plan(tenant, req.service_id.as_deref(), req.plan_id.as_deref())?;
         required(req.organization_guid.as_deref(), "organization_guid")?;
         required(req.space_guid.as_deref(), "space_guid")?;
-        // --- sharing (broker/sharing.rs): sharing keys split off; a lease request ends here ---
+        // --- sharing (broker/sharing/provision.rs): sharing keys split off; a lease request ends here ---
         let (req, sharing_params, mut prefetched, mut rules) = match self
             .sharing_on_provision(tenant, id, &plan, req, meta)
             .await?
@@ -80,133 +87,129 @@ impl Broker {
             ))
         })?;
 
-        for _ in 0..MAX_RACE_RETRIES {
-            let now = self.clock.now_ms();
-            let existing = match prefetched.take() {
-                Some(read) => read,
-                None => self.store.get_instance(&tenant.name, id).await?,
-            };
-            if let Some(Versioned { item: cur, .. }) = &existing {
-                let same = cur.service_id == plan.service.id
-                    && cur.plan_id == plan.plan.id
-                    && cur.organization_guid == req.organization_guid
-                    && cur.space_guid == req.space_guid
-                    && same_parameters(&cur.parameters, &req.parameters);
-                match cur.state {
-                    InstanceState::Creating if same => {
-                        let mut body = provision_body(cur);
-                        body.operation = cur.last_operation.as_ref().map(|o| o.to_string());
-                        return self
-                            .repeated_in_progress(
-                                &tenant.name,
-                                id,
-                                cur.last_operation.as_ref(),
-                                accepts_incomplete,
-                                body,
-                            )
-                            .await;
+        let (req, sharing_params) = (&req, &sharing_params);
+        race_retry("the service instance", || {
+            // What the sharing hook read serves the first round only.
+            let (prefetched, rules) = (prefetched.take(), rules.take());
+            async move {
+                let now = self.clock.now_ms();
+                let existing = match prefetched {
+                    Some(read) => read,
+                    None => self.store.get_instance(&tenant.name, id).await?,
+                };
+                if let Some(Versioned { item: cur, .. }) = &existing {
+                    let same = cur.service_id == plan.service.id
+                        && cur.plan_id == plan.plan.id
+                        && cur.organization_guid == req.organization_guid
+                        && cur.space_guid == req.space_guid
+                        && same_parameters(&cur.parameters, &req.parameters);
+                    match cur.state {
+                        InstanceState::Creating if same => {
+                            let mut body = provision_body(cur);
+                            body.operation = cur.last_operation.as_ref().map(|o| o.to_string());
+                            return self
+                                .repeated_in_progress(
+                                    &tenant.name,
+                                    id,
+                                    cur.last_operation.as_ref(),
+                                    accepts_incomplete,
+                                    body,
+                                )
+                                .await
+                                .map(Attempt::Done);
+                        }
+                        InstanceState::Ready | InstanceState::Updating if same => {
+                            return Ok(Attempt::Done(Reply::Ok(provision_body(cur))));
+                        }
+                        InstanceState::Deleting => {
+                            return Err(BrokerError::Concurrency(
+                                "the service instance is being deleted".into(),
+                            ));
+                        }
+                        InstanceState::Creating | InstanceState::Ready | InstanceState::Updating => {
+                            return Err(BrokerError::Conflict(
+                                "a service instance with this id already exists with different attributes"
+                                    .into(),
+                            ));
+                        }
+                        InstanceState::CreateFailed | InstanceState::Gone => {}
                     }
-                    InstanceState::Ready | InstanceState::Updating if same => {
-                        return Ok(Reply::Ok(provision_body(cur)));
-                    }
-                    InstanceState::Deleting => {
-                        return Err(BrokerError::Concurrency(
-                            "the service instance is being deleted".into(),
-                        ));
-                    }
-                    InstanceState::Creating | InstanceState::Ready | InstanceState::Updating => {
-                        return Err(BrokerError::Conflict(
-                            "a service instance with this id already exists with different attributes"
-                                .into(),
-                        ));
-                    }
-                    InstanceState::CreateFailed | InstanceState::Gone => {}
                 }
-            }
-            let generation =
-                super::pipeline::next_generation(existing.as_ref().map(|v| v.item.generation), now);
-            let op_id = self.ids.operation_id();
-            let target = super::Target {
-                tenant: &tenant.name,
-                instance_id: id,
-                generation,
-                binding: None,
-            };
-            let job = self.job(
-                OperationKind::Provision,
-                &op_id,
-                &target,
-                &plan.service.id,
-                &plan.plan.id,
-                req.parameters.clone(),
-                now,
-            );
-            let estimate = self.plan_job(&job, accepts_incomplete)?;
-            let mut instance = Instance {
-                tenant: tenant.name.clone(),
-                id: id.clone(),
-                generation,
-                service_id: plan.service.id.clone(),
-                plan_id: plan.plan.id.clone(),
-                organization_guid: req.organization_guid.clone(),
-                space_guid: req.space_guid.clone(),
-                context: req.context.clone(),
-                parameters: req.parameters.clone(),
-                maintenance_info: req
-                    .maintenance_info
-                    .clone()
-                    .or_else(|| plan.plan.maintenance_info.clone()),
-                dashboard_url: None,
-                metadata: None,
-                state: InstanceState::Creating,
-                last_operation: Some(op_id.clone()),
-                provisioned_at: None,
-                created_at: now,
-                updated_at: now,
-                sharing: None,
-                lease: None,
-            };
-            // --- sharing: a new owner's token and sharing rules, written with it ---
-            let mut sharing_writes = Vec::new();
-            if let Some((s, w)) = self
-                .owner_setup(tenant, id, &plan, &sharing_params, rules.take(), now)
-                .await?
-            {
-                instance.sharing = Some(s);
-                sharing_writes = w;
-            }
-            let mut op = Operation::start(&job, estimate.is_some(), meta);
-            op.retry_after_secs = estimate.unwrap_or(1).max(1);
-            op.deadline = estimate.and_then(|_| self.deadline(&plan, now));
-            let version = existing.as_ref().map(|v| v.version);
-            let mut writes = vec![
-                Write::upsert(Record::Instance(instance), version),
-                Write::create(Record::Operation(op.clone())),
-            ];
-            writes.extend(sharing_writes);
-            match self.launch(writes, 0, op).await? {
-                None => continue,
-                Some(Launched::Accepted(operation)) => {
-                    let body = ProvisionResponse {
-                        operation: Some(operation.to_string()),
-                        ..Default::default()
-                    };
-                    return Ok(Reply::Accepted { operation, body });
+                let generation =
+                    super::pipeline::next_generation(existing.as_ref().map(|v| v.item.generation), now);
+                let op_id = self.ids.operation_id();
+                let target = super::Target {
+                    tenant: &tenant.name,
+                    instance_id: id,
+                    generation,
+                    binding: None,
+                };
+                let job = self.job(
+                    OperationKind::Provision,
+                    &op_id,
+                    &target,
+                    &plan.service.id,
+                    &plan.plan.id,
+                    req.parameters.clone(),
+                    now,
+                );
+                let estimate = self.plan_job(&job, accepts_incomplete)?;
+                let mut instance = Instance {
+                    tenant: tenant.name.clone(),
+                    id: id.clone(),
+                    generation,
+                    service_id: plan.service.id.clone(),
+                    plan_id: plan.plan.id.clone(),
+                    organization_guid: req.organization_guid.clone(),
+                    space_guid: req.space_guid.clone(),
+                    context: req.context.clone(),
+                    parameters: req.parameters.clone(),
+                    maintenance_info: req
+                        .maintenance_info
+                        .clone()
+                        .or_else(|| plan.plan.maintenance_info.clone()),
+                    dashboard_url: None,
+                    metadata: None,
+                    state: InstanceState::Creating,
+                    last_operation: Some(op_id.clone()),
+                    provisioned_at: None,
+                    created_at: now,
+                    updated_at: now,
+                    sharing: None,
+                    lease: None,
+                };
+                // --- sharing: a new owner's token and sharing rules, written with it ---
+                let mut sharing_writes = Vec::new();
+                if let Some((s, w)) = self
+                    .owner_setup(tenant, id, &plan, sharing_params, rules, now)
+                    .await?
+                {
+                    instance.sharing = Some(s);
+                    sharing_writes = w;
                 }
-                Some(Launched::Finished(done)) => {
-                    if let Some(e) = done.failure() {
-                        return Err(e);
-                    }
-                    return Ok(Reply::Created(match &done.resource {
-                        Some(Record::Instance(i)) => provision_body(i),
-                        _ => ProvisionResponse::default(),
-                    }));
-                }
+                let mut op = Operation::start(&job, estimate.is_some(), meta);
+                op.retry_after_secs = estimate.unwrap_or(1).max(1);
+                op.deadline = estimate.and_then(|_| self.deadline(&plan, now));
+                let version = existing.as_ref().map(|v| v.version);
+                let mut writes = vec![
+                    Write::upsert(Record::Instance(instance), version),
+                    Write::create(Record::Operation(op.clone())),
+                ];
+                writes.extend(sharing_writes);
+                let Some(launched) = self.launch(writes, 0, op).await? else {
+                    return Ok(Attempt::Retry);
+                };
+                launched
+                    .into_reply(accepted_body, |done| {
+                        Reply::Created(match &done.resource {
+                            Some(Record::Instance(i)) => provision_body(i),
+                            _ => ProvisionResponse::default(),
+                        })
+                    })
+                    .map(Attempt::Done)
             }
-        }
-        Err(BrokerError::Concurrency(
-            "the service instance is being changed by another request".into(),
-        ))
+        })
+        .await
     }
 
     pub async fn update(
@@ -222,7 +225,7 @@ impl Broker {
         if let Some(p) = &req.plan_id {
             required(Some(p), "plan_id")?;
         }
-        for _ in 0..MAX_RACE_RETRIES {
+        race_retry("the service instance", || async {
             let now = self.clock.now_ms();
             let Some(Versioned { item: cur, version }) =
                 self.store.get_instance(&tenant.name, id).await?
@@ -254,13 +257,10 @@ impl Broker {
                                     )
                                 });
                             }
-                            return Ok(Reply::Accepted {
+                            return Ok(Attempt::Done(Reply::Accepted {
                                 operation: op_id.clone(),
-                                body: ProvisionResponse {
-                                    operation: Some(op_id.to_string()),
-                                    ..Default::default()
-                                },
-                            });
+                                body: accepted_body(op_id),
+                            }));
                         }
                     }
                     return Err(BrokerError::Concurrency(
@@ -279,14 +279,14 @@ impl Broker {
                     "service_id '{service_id}' is not the service of this instance"
                 )));
             }
-            // --- sharing (broker/sharing.rs): a lease's update, an owner's x_osb_cmdb update ---
+            // --- sharing (broker/sharing/update.rs): a lease's update, an owner's x_osb_cmdb update ---
             match self
                 .sharing_on_update(tenant, &cur, version, &req, meta)
                 .await?
             {
                 UpdateSharing::NotSharing => {}
-                UpdateSharing::Done(reply) => return Ok(reply),
-                UpdateSharing::Retry => continue,
+                UpdateSharing::Done(reply) => return Ok(Attempt::Done(reply)),
+                UpdateSharing::Retry => return Ok(Attempt::Retry),
             }
             let current_plan = self.catalog.plan_by_id(&cur.plan_id).ok_or_else(|| {
                 BrokerError::Unprocessable(format!(
@@ -365,35 +365,22 @@ impl Broker {
                 Write::replace(Record::Instance(instance), version),
                 Write::create(Record::Operation(op.clone())),
             ];
-            match self.launch(writes, 0, op).await? {
-                None => continue,
-                Some(Launched::Accepted(operation)) => {
-                    return Ok(Reply::Accepted {
-                        body: ProvisionResponse {
-                            operation: Some(operation.to_string()),
-                            ..Default::default()
+            let Some(launched) = self.launch(writes, 0, op).await? else {
+                return Ok(Attempt::Retry);
+            };
+            launched
+                .into_reply(accepted_body, |done| {
+                    Reply::Ok(ProvisionResponse {
+                        dashboard_url: match &done.resource {
+                            Some(Record::Instance(i)) => i.dashboard_url.clone(),
+                            _ => None,
                         },
-                        operation,
-                    });
-                }
-                Some(Launched::Finished(done)) => {
-                    if let Some(e) = done.failure() {
-                        return Err(e);
-                    }
-                    let dashboard_url = match &done.resource {
-                        Some(Record::Instance(i)) => i.dashboard_url.clone(),
-                        _ => None,
-                    };
-                    return Ok(Reply::Ok(ProvisionResponse {
-                        dashboard_url,
                         ..Default::default()
-                    }));
-                }
-            }
-        }
-        Err(BrokerError::Concurrency(
-            "the service instance is being changed by another request".into(),
-        ))
+                    })
+                })
+                .map(Attempt::Done)
+        })
+        .await
     }
 
     pub async fn deprovision(
@@ -405,7 +392,7 @@ impl Broker {
     ) -> Result<Reply<()>> {
         required(query.service_id.as_deref(), "service_id")?;
         required(query.plan_id.as_deref(), "plan_id")?;
-        for _ in 0..MAX_RACE_RETRIES {
+        race_retry("the service instance", || async {
             let now = self.clock.now_ms();
             // The instance and all its bindings in one read (the bindings guard below needs them).
             let read = self
@@ -420,10 +407,10 @@ impl Broker {
                 InstanceState::Gone => return Err(gone()),
                 InstanceState::Deleting => {
                     return match (&cur.last_operation, query.accepts_incomplete) {
-                        (Some(op), true) => Ok(Reply::Accepted {
+                        (Some(op), true) => Ok(Attempt::Done(Reply::Accepted {
                             operation: op.clone(),
                             body: (),
-                        }),
+                        })),
                         _ => Err(BrokerError::Concurrency(
                             "the service instance is already being deleted".into(),
                         )),
@@ -457,30 +444,14 @@ impl Broker {
                     b.item.id
                 )));
             }
-            // --- sharing (broker/sharing.rs): a lease is deleted here; an owner's leases block or are purged ---
-            // A lease's bindings hold credentials on the owner's backing instance, which outlives the lease:
-            // they must be unbound first, or nothing could revoke them afterwards.
-            if cur.lease.is_some() {
-                let bound: Vec<String> = read
-                    .bindings
-                    .iter()
-                    .filter(|b| {
-                        b.item.instance_generation == cur.generation
-                            && b.item.state == BindingState::Ready
-                    })
-                    .map(|b| b.item.id.to_string())
-                    .collect();
-                if !bound.is_empty() {
-                    return Err(BrokerError::Unprocessable(format!(
-                        "this lease still has bindings ({}) whose credentials live on the owner's instance; unbind them first",
-                        bound.join(", ")
-                    )));
-                }
-            }
-            let purge = match self.sharing_on_deprovision(&cur, version, meta).await? {
+            // --- sharing (broker/sharing/delete.rs): a lease is deleted here; an owner's leases block or are purged ---
+            let purge = match self
+                .sharing_on_deprovision(&cur, version, &read.bindings, meta)
+                .await?
+            {
                 DeleteSharing::NotSharing => None,
-                DeleteSharing::Done(reply) => return Ok(reply),
-                DeleteSharing::Retry => continue,
+                DeleteSharing::Done(reply) => return Ok(Attempt::Done(reply)),
+                DeleteSharing::Retry => return Ok(Attempt::Retry),
                 DeleteSharing::Purge(p) => Some(p),
             };
             let op_id = self.ids.operation_id();
@@ -523,29 +494,15 @@ impl Broker {
             let resource = writes.len();
             writes.push(Write::replace(Record::Instance(instance), version));
             writes.push(Write::create(Record::Operation(op.clone())));
-            let launched = self.launch(writes, resource, op).await?;
-            if launched.is_some() {
-                self.enqueue_all(&purge_operations).await?;
-            }
-            match launched {
-                None => continue,
-                Some(Launched::Accepted(operation)) => {
-                    return Ok(Reply::Accepted {
-                        operation,
-                        body: (),
-                    });
-                }
-                Some(Launched::Finished(done)) => {
-                    return match done.failure() {
-                        Some(e) => Err(e),
-                        None => Ok(Reply::Ok(())),
-                    };
-                }
-            }
-        }
-        Err(BrokerError::Concurrency(
-            "the service instance is being changed by another request".into(),
-        ))
+            let Some(launched) = self.launch(writes, resource, op).await? else {
+                return Ok(Attempt::Retry);
+            };
+            self.enqueue_all(&purge_operations).await?;
+            launched
+                .into_reply(|_| (), |_| Reply::Ok(()))
+                .map(Attempt::Done)
+        })
+        .await
     }
 
     /// GET instance: 404 while it is being created or after it failed or was deleted, 422 while updating.

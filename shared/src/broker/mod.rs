@@ -28,6 +28,33 @@ pub const SIMULATE_KEY: &str = "simulate";
 /// How many times a request re-reads and retries after losing a race on a version check.
 const MAX_RACE_RETRIES: usize = 4;
 
+/// How one attempt of a use case (read → decide → commit) ended.
+enum Attempt<T> {
+    /// Decided: the answer (with its writes committed, or one that needs none).
+    Done(T),
+    /// Lost a race on a version check, nothing written: read again and decide again.
+    Retry,
+}
+
+/// Runs `attempt` until it is done, at most `MAX_RACE_RETRIES` times; after as many lost races, 422
+/// `ConcurrencyError` "`what` is being changed by another request".
+///
+/// A closure returning a future rather than an async closure: with `AsyncFnMut` the compiler (1.95) cannot
+/// prove the request's future `Send` (rust-lang/rust#139475), which axum and Lambda need.
+async fn race_retry<T, Fut>(what: &str, mut attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<Attempt<T>>>,
+{
+    for _ in 0..MAX_RACE_RETRIES {
+        if let Attempt::Done(answer) = attempt().await? {
+            return Ok(answer);
+        }
+    }
+    Err(BrokerError::Concurrency(format!(
+        "{what} is being changed by another request"
+    )))
+}
+
 /// What a mutating request answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply<T> {

@@ -10,11 +10,11 @@
 //! same operation id; the backend is idempotent per operation id (`ports::backend`). A backend success whose
 //! operation was meanwhile finalized otherwise (a delete cancelled the creation) is compensated.
 
-use super::Broker;
 use super::instances::apply_change;
 use super::webhooks::{
     callback_on_finish, created_callbacks, failure_body, success_body, success_status,
 };
+use super::{Broker, Reply};
 use crate::error::{BrokerError, Result};
 use crate::ids::OperationId;
 use crate::ports::backend::{Done, InstanceResult};
@@ -65,6 +65,27 @@ pub(super) enum Launched {
     Accepted(OperationId),
     /// Synchronous: the backend step ran in the request and the final state is committed.
     Finished(Completed),
+}
+
+impl Launched {
+    /// The answer to the request that started the operation: 202 with the body `accepted` makes of the
+    /// operation id; the error of a failed operation; or what `succeeded` makes of the finished one.
+    pub(super) fn into_reply<T>(
+        self,
+        accepted: impl FnOnce(&OperationId) -> T,
+        succeeded: impl FnOnce(Completed) -> Reply<T>,
+    ) -> Result<Reply<T>> {
+        match self {
+            Launched::Accepted(operation) => Ok(Reply::Accepted {
+                body: accepted(&operation),
+                operation,
+            }),
+            Launched::Finished(done) => match done.failure() {
+                Some(e) => Err(e),
+                None => Ok(succeeded(done)),
+            },
+        }
+    }
 }
 
 /// The final records of an operation: the operation finished with `outcome`, and its resource (when it is

@@ -1,6 +1,6 @@
 //! Sharing instances across tenants through leases (DESIGN §7): the records an owner, its leases, the
 //! sharing rules and the sharing tokens are stored as, and the settings. Parsing of `x_osb_cmdb` is in
-//! `params.rs`, constraint matching in `matching.rs`, token crypto in `token.rs`; use cases in `broker/sharing.rs`.
+//! `params.rs`, constraint matching in `matching.rs`, token crypto in `token.rs`; use cases in `broker/sharing/`.
 
 pub mod matching;
 pub mod params;
