@@ -1,5 +1,5 @@
 //! Races between requests on one instance, made deterministic with a gated backend (it blocks in `start`
-//! until released) and a gated store (it holds a bind's commit): bind vs delete, delete vs bind, two
+//! until released) and `FaultyStore` holding a bind's commit: bind vs delete, delete vs bind, two
 //! identical synchronous binds, and a sync provision whose creation a delete cancels while the backend works.
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,17 +9,12 @@ mod common;
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use common::*;
-use osb_broker::ids::{BindingId, InstanceId};
-use osb_broker::ports::{
-    Backend, BackendJob, BackendResult, Bindings, Cursor, InstanceWithBindings, KeyPage, Record,
-    RecordKey, Store, StoreError, Versioned, Write, backend::BackendRejection,
-};
-use osb_broker::records::{
-    Binding, BindingState, Callback, Instance, InstanceState, Operation, OperationKey,
-    OperationKind,
-};
+use osb_broker::contract::faults::FaultyStore;
+use osb_broker::ids::InstanceId;
+use osb_broker::ports::{Backend, BackendJob, BackendResult, Bindings, backend::BackendRejection};
+use osb_broker::records::{InstanceState, OperationKind};
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore};
 
@@ -69,82 +64,6 @@ impl Backend for GatedBackend {
     }
     async fn poll(&self, job: &BackendJob, handle: &str) -> BackendResult {
         self.inner.poll(job, handle).await
-    }
-}
-
-/// Holds the first commit that creates a binding in `Creating` until released.
-struct GatedStore {
-    inner: Arc<dyn Store>,
-    armed: std::sync::atomic::AtomicBool,
-    entered: Notify,
-    release: Semaphore,
-    commits: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for GatedStore {
-    async fn get_instance(
-        &self,
-        t: &str,
-        id: &InstanceId,
-    ) -> Result<Option<Versioned<Instance>>, StoreError> {
-        self.inner.get_instance(t, id).await
-    }
-    async fn get_binding(
-        &self,
-        t: &str,
-        i: &InstanceId,
-        id: &BindingId,
-    ) -> Result<Option<Versioned<Binding>>, StoreError> {
-        self.inner.get_binding(t, i, id).await
-    }
-    async fn get_instance_with_bindings(
-        &self,
-        t: &str,
-        i: &InstanceId,
-        which: Bindings<'_>,
-    ) -> Result<InstanceWithBindings, StoreError> {
-        self.inner.get_instance_with_bindings(t, i, which).await
-    }
-    async fn get_operation(
-        &self,
-        key: &OperationKey,
-    ) -> Result<Option<Versioned<Operation>>, StoreError> {
-        self.inner.get_operation(key).await
-    }
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let creates_binding = writes
-            .iter()
-            .any(|w| matches!(&w.record, Record::Binding(b) if b.state == BindingState::Creating));
-        if creates_binding && self.armed.swap(false, Ordering::SeqCst) {
-            self.entered.notify_one();
-            self.release.acquire().await.unwrap().forget();
-        }
-        self.commits.fetch_add(1, Ordering::SeqCst);
-        self.inner.commit(writes).await
-    }
-    async fn get_records(&self, keys: &[RecordKey]) -> Result<Vec<Versioned<Record>>, StoreError> {
-        self.inner.get_records(keys).await
-    }
-    async fn unfinished_operations(
-        &self,
-        from: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<KeyPage, StoreError> {
-        self.inner.unfinished_operations(from, limit).await
-    }
-    async fn get_callback(
-        &self,
-        key: &OperationKey,
-    ) -> Result<Option<Versioned<Callback>>, StoreError> {
-        self.inner.get_callback(key).await
-    }
-    async fn pending_callbacks(
-        &self,
-        from: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<KeyPage, StoreError> {
-        self.inner.pending_callbacks(from, limit).await
     }
 }
 
@@ -283,13 +202,7 @@ async fn a_bind_that_read_the_instance_before_a_delete_committed_cannot_commit_a
     let h = Harness::wrapped(
         |b| b,
         |inner| {
-            let g = Arc::new(GatedStore {
-                inner,
-                armed: false.into(),
-                entered: Notify::new(),
-                release: Semaphore::new(0),
-                commits: AtomicUsize::new(0),
-            });
+            let g = FaultyStore::new(inner);
             gate = Some(g.clone());
             g
         },
@@ -301,13 +214,13 @@ async fn a_bind_that_read_the_instance_before_a_delete_committed_cannot_commit_a
             .status,
         StatusCode::CREATED
     );
-    gate.armed.store(true, Ordering::SeqCst);
+    gate.hold_binding_commit.store(true, Ordering::SeqCst);
     let binding = tokio::spawn({
         let h = h.clone();
         async move { bind(&h, "i1", "b1").await }
     });
     // The bind has read the instance (Ready, no bindings) and is about to commit.
-    gate.entered.notified().await;
+    gate.held.notified().await;
     assert_eq!(delete(&h, "i1").await.status, StatusCode::OK);
     gate.release.add_permits(1);
     // The bind's commit carries the instance at the version it read: it loses, re-reads, finds it gone.

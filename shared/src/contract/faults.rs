@@ -33,6 +33,11 @@ pub struct FaultyStore {
     in_flight: AtomicUsize,
     /// The most `get_operation`/`get_callback` calls seen running at once.
     pub max_in_flight: AtomicUsize,
+    /// While set, the next commit that creates a binding in `Creating` waits (after `held` is notified)
+    /// until a permit is added to `release`: a bind that has read but not yet committed.
+    pub hold_binding_commit: AtomicBool,
+    pub held: tokio::sync::Notify,
+    pub release: tokio::sync::Semaphore,
 }
 
 impl FaultyStore {
@@ -47,6 +52,9 @@ impl FaultyStore {
             max_limit: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            hold_binding_commit: AtomicBool::new(false),
+            held: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
         })
     }
 
@@ -119,6 +127,13 @@ impl Store for FaultyStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let creates_binding = writes.iter().any(|w| {
+            matches!(&w.record, Record::Binding(b) if b.state == crate::records::BindingState::Creating)
+        });
+        if creates_binding && self.hold_binding_commit.swap(false, Ordering::SeqCst) {
+            self.held.notify_one();
+            self.release.acquire().await.unwrap().forget();
+        }
         self.inner.commit(writes).await
     }
 
