@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the AWS deployment: installs the pinned AWS tools (.venv-aws), lints template.yaml
-# (cfn-lint, `sam validate --lint`, scripts/aws/check_template.py), builds both Lambda binaries with one
+# (cfn-lint, `sam validate --lint`, scripts/aws/check_template.py), builds the three Lambda binaries with one
 # `cargo lambda build --profile release-lambda --arm64` (the Makefile's lambda-binaries target), runs `sam build` on top of it
 # (makefile build method; must reuse that build), and checks the packages: aarch64 ELF bootstraps, glibc
 # no newer than AL2023's 2.34, catalog.json next to them. Needs no AWS account: dummy credentials, no network
