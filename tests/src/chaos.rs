@@ -240,6 +240,29 @@ impl ClientRun {
         }
     }
 
+    /// The query string of a request: async (with a webhook half of the time) or not.
+    fn query(&mut self, asynchronous: bool) -> (String, bool) {
+        if asynchronous {
+            self.async_query()
+        } else {
+            ("accepts_incomplete=false".into(), false)
+        }
+    }
+
+    /// The `simulate` parameter and query of a provision or bind: its delay, an injected failure, and
+    /// sometimes a later delete that fails once.
+    fn creation(&mut self, asynchronous: bool, fail: bool) -> (Value, String, bool) {
+        let mut simulate = json!({"delay_seconds": if asynchronous { 1 } else { 0 }});
+        if fail {
+            simulate["fail"] = json!(true);
+        }
+        if self.rng.random_bool(0.15) {
+            simulate["fail_delete"] = json!(1);
+        }
+        let (query, hooked) = self.query(asynchronous);
+        (simulate, query, hooked)
+    }
+
     fn accepted(&self, a: &Answer, hooked: bool) -> Known {
         let op = a.json["operation"].as_str().unwrap_or_default().to_owned();
         if hooked && !op.is_empty() {
@@ -287,18 +310,7 @@ impl ClientRun {
         let id = self.instances[k].id.clone();
         let asynchronous = self.rng.random_bool(0.4);
         let fail = self.rng.random_bool(0.1);
-        let mut simulate = json!({"delay_seconds": if asynchronous { 1 } else { 0 }});
-        if fail {
-            simulate["fail"] = json!(true);
-        }
-        if self.rng.random_bool(0.15) {
-            simulate["fail_delete"] = json!(1);
-        }
-        let (query, hooked) = if asynchronous {
-            self.async_query()
-        } else {
-            ("accepts_incomplete=false".into(), false)
-        };
+        let (simulate, query, hooked) = self.creation(asynchronous, fail);
         let mut body = json!({
             "service_id": PG_SERVICE, "plan_id": SMALL,
             "organization_guid": "org", "space_guid": "space",
@@ -352,11 +364,7 @@ impl ClientRun {
     async fn update(&mut self, k: usize, path: &str) {
         let asynchronous = self.rng.random_bool(0.3);
         let gb = self.rng.random_range(1..100);
-        let (query, hooked) = if asynchronous {
-            self.async_query()
-        } else {
-            ("accepts_incomplete=false".into(), false)
-        };
+        let (query, hooked) = self.query(asynchronous);
         let body = json!({"service_id": PG_SERVICE,
             "parameters": {"storage_gb": gb, "simulate": {"delay_seconds": if asynchronous { 1 } else { 0 }}}});
         self.instances[k].resend = None;
@@ -428,18 +436,7 @@ impl ClientRun {
         let was = self.instances[k].bindings[&bid].clone();
         let asynchronous = self.rng.random_bool(0.3);
         let fail = self.rng.random_bool(0.08) && matches!(was, Known::Absent);
-        let mut simulate = json!({"delay_seconds": if asynchronous { 1 } else { 0 }});
-        if fail {
-            simulate["fail"] = json!(true);
-        }
-        if self.rng.random_bool(0.15) {
-            simulate["fail_delete"] = json!(1);
-        }
-        let (query, hooked) = if asynchronous {
-            self.async_query()
-        } else {
-            ("accepts_incomplete=false".into(), false)
-        };
+        let (simulate, query, hooked) = self.creation(asynchronous, fail);
         let mut body = json!({"service_id": PG_SERVICE, "plan_id": SMALL, "parameters": {"simulate": simulate}});
         // A re-sent bind is identical to the one that made the binding.
         if matches!(was, Known::Bound(_))
