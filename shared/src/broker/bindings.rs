@@ -1,6 +1,6 @@
 //! Bind (and rotate), unbind and fetch of service bindings.
 
-use super::{Attempt, Broker, Reply, race_retry, required, same_parameters};
+use super::{Attempt, Broker, Reply, decide, race_retry, required};
 use crate::catalog::SchemaKind;
 use crate::error::{BrokerError, Result};
 use crate::ids::{BindingId, InstanceId};
@@ -14,10 +14,6 @@ use crate::tenants::Tenant;
 
 fn binding_not_found() -> BrokerError {
     BrokerError::NotFound("the service binding does not exist".into())
-}
-
-fn binding_gone() -> BrokerError {
-    BrokerError::Gone("the service binding does not exist".into())
 }
 
 /// The instance and the requested bindings of its current generation, read together.
@@ -47,27 +43,6 @@ impl BindingView {
         let mut touched = inst.clone();
         touched.updated_at = now;
         Some(Write::replace(Record::Instance(touched), version))
-    }
-
-    /// The instance, when it can take a new binding.
-    fn bindable_instance(&self) -> Result<&Instance> {
-        let Some(inst) = &self.instance else {
-            return Err(BrokerError::NotFound(
-                "the service instance does not exist".into(),
-            ));
-        };
-        match inst.state {
-            InstanceState::Ready | InstanceState::Updating => Ok(inst),
-            InstanceState::Creating => Err(BrokerError::Concurrency(
-                "the service instance is still being provisioned".into(),
-            )),
-            InstanceState::Deleting => Err(BrokerError::Concurrency(
-                "the service instance is being deleted".into(),
-            )),
-            InstanceState::CreateFailed | InstanceState::Gone => Err(BrokerError::NotFound(
-                "the service instance does not exist".into(),
-            )),
-        }
     }
 }
 
@@ -153,68 +128,50 @@ impl Broker {
             let view = self
                 .binding_view(&tenant.name, instance_id, &wanted)
                 .await?;
-            let instance = view.bindable_instance()?;
+            let instance = decide::bindable(view.instance.as_ref())?;
             super::sharing::check_bindable(instance)?; // sharing: an orphaned lease cannot be bound
-            if let Some(p) = &predecessor {
-                match view.binding(p) {
-                    Some(b) if b.item.state == BindingState::Ready => {}
-                    _ => {
-                        return Err(BrokerError::BadRequest(format!(
-                            "predecessor_binding_id '{p}' is not an existing binding of this instance"
-                        )));
-                    }
-                }
-            }
+            let ask = decide::BindAsk {
+                service_id: &plan.service.id,
+                plan_id: &plan.plan.id,
+                app_guid: req.app_guid(),
+                bind_resource: &req.bind_resource,
+                parameters: &req.parameters,
+                predecessor: predecessor.as_ref(),
+            };
             // Any record under this id, of whatever generation: a new binding replaces it.
-            let existing = view.bindings.iter().find(|b| &b.item.id == id);
-            if let Some(Versioned { item: cur, .. }) = view.binding(id) {
-                let same = cur.service_id == plan.service.id
-                    && cur.plan_id == plan.plan.id
-                    && cur.app_guid.as_deref() == req.app_guid()
-                    && cur.bind_resource == req.bind_resource
-                    && same_parameters(&cur.parameters, &req.parameters)
-                    && cur.predecessor_binding_id == predecessor;
-                match cur.state {
-                    BindingState::Creating if same => {
-                        return self
-                            .repeated_in_progress(
-                                &tenant.name,
-                                instance_id,
-                                cur.last_operation.as_ref(),
-                                accepts_incomplete,
-                                BindingResult::default(),
-                            )
-                            .await
-                            .map(Attempt::Done);
-                    }
-                    BindingState::Ready if same => {
-                        return Ok(Attempt::Done(Reply::Ok(
-                            cur.result.clone().unwrap_or_default(),
-                        )));
-                    }
-                    BindingState::Deleting => {
-                        return Err(BrokerError::Concurrency(
-                            "the service binding is being deleted".into(),
-                        ));
-                    }
-                    BindingState::Creating | BindingState::Ready => {
-                        return Err(BrokerError::Conflict(
-                            "a service binding with this id already exists with different attributes"
-                                .into(),
-                        ));
-                    }
-                    BindingState::CreateFailed | BindingState::Gone => {}
+            let any_life = view.bindings.iter().find(|b| &b.item.id == id);
+            let (generation, version) = match decide::bind(
+                instance,
+                view.binding(id).map(|v| &v.item),
+                any_life,
+                predecessor
+                    .as_ref()
+                    .map(|p| (p, view.binding(p).map(|v| &v.item))),
+                &ask,
+                now,
+            )? {
+                decide::Bind::InProgress(cur) => {
+                    return self
+                        .repeated_in_progress(
+                            &tenant.name,
+                            instance_id,
+                            cur.last_operation.as_ref(),
+                            accepts_incomplete,
+                            BindingResult::default(),
+                        )
+                        .await
+                        .map(Attempt::Done);
                 }
-            }
-            // A new binding (an existing one with other attributes was a 409 above).
-            if instance.service_id != plan.service.id || instance.plan_id != plan.plan.id {
-                return Err(BrokerError::BadRequest(format!(
-                    "service_id and plan_id must be those of the instance (plan '{}')",
-                    instance.plan_id
-                )));
-            }
-            let generation =
-                super::pipeline::next_generation(existing.map(|v| v.item.generation), now);
+                decide::Bind::Exists(cur) => {
+                    return Ok(Attempt::Done(Reply::Ok(
+                        cur.result.clone().unwrap_or_default(),
+                    )));
+                }
+                decide::Bind::Create {
+                    generation,
+                    replaces,
+                } => (generation, replaces),
+            };
             let op_id = self.ids.operation_id();
             let target = super::Target {
                 tenant: &tenant.name,
@@ -256,7 +213,6 @@ impl Broker {
             op.deadline = estimate.and_then(|_| self.deadline(&plan, now));
             // sharing: a lease binds its owner's backing instance
             super::sharing::target_job(Some(instance), &mut op);
-            let version = existing.as_ref().map(|v| v.version);
             let mut writes = vec![
                 Write::upsert(Record::Binding(binding), version),
                 Write::create(Record::Operation(op.clone())),
@@ -295,48 +251,35 @@ impl Broker {
             let view = self
                 .binding_view(&tenant.name, instance_id, std::slice::from_ref(id))
                 .await?;
-            if view
-                .instance
-                .as_ref()
-                .is_none_or(|i| i.state == InstanceState::Gone)
-            {
-                return Err(binding_gone());
-            }
-            let Some(Versioned { item: cur, version }) = view.binding(id).cloned() else {
-                return Err(binding_gone());
-            };
             let mut writes = Vec::new();
-            match cur.state {
-                BindingState::Gone => return Err(binding_gone()),
-                BindingState::Deleting => {
-                    return match (&cur.last_operation, query.accepts_incomplete) {
-                        (Some(op), true) => Ok(Attempt::Done(Reply::Accepted {
-                            operation: op.clone(),
-                            body: (),
-                        })),
-                        _ => Err(BrokerError::Concurrency(
-                            "the service binding is already being deleted".into(),
-                        )),
-                    };
+            match decide::unbind(
+                view.instance.as_ref(),
+                view.binding(id).map(|v| &v.item),
+                query.accepts_incomplete,
+            )? {
+                decide::Unbind::Repeat(op) => {
+                    return Ok(Attempt::Done(Reply::Accepted {
+                        operation: op.clone(),
+                        body: (),
+                    }));
                 }
-                BindingState::Creating => {
-                    if let Some(w) = self
-                        .cancel_operation(
-                            &tenant.name,
-                            instance_id,
-                            cur.last_operation.as_ref(),
-                            now,
-                        )
-                        .await?
-                    {
-                        writes.extend(w);
-                    }
+                // Orphan mitigation: deleting a binding being created stops the creation.
+                decide::Unbind::CancelCreation(op) => {
+                    writes.extend(
+                        self.cancel_operation(&tenant.name, instance_id, op, now)
+                            .await?
+                            .into_iter()
+                            .flatten(),
+                    );
                 }
-                BindingState::Ready | BindingState::CreateFailed => {}
+                decide::Unbind::Proceed => {}
             }
-            let Some(instance) = view.instance.as_ref() else {
-                return Err(binding_gone());
+            let (Some(instance), Some(Versioned { item: cur, version })) =
+                (view.instance.as_ref(), view.binding(id).cloned())
+            else {
+                return Err(decide::binding_gone());
             };
+
             let op_id = self.ids.operation_id();
             let target = super::Target {
                 tenant: &tenant.name,

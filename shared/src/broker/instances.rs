@@ -1,7 +1,7 @@
 //! Provision, update, deprovision and fetch of service instances.
 
 use super::sharing::{DeleteSharing, ProvisionSharing, UpdateSharing};
-use super::{Attempt, Broker, Reply, race_retry, required, same_parameters};
+use super::{Attempt, Broker, Reply, decide, race_retry, required, same_parameters};
 use crate::catalog::{PlanRef, SchemaKind};
 use crate::error::{BrokerError, Result};
 use crate::ids::{InstanceId, OperationId};
@@ -11,8 +11,7 @@ use crate::model::responses::{InstanceResource, ProvisionResponse};
 use crate::ports::backend::InstanceResult;
 use crate::ports::{Bindings, Record, Versioned, Write};
 use crate::records::{
-    BindingState, Instance, InstanceChange, InstanceState, Operation, OperationKind,
-    OperationState, RequestMeta,
+    Instance, InstanceChange, InstanceState, Operation, OperationKind, OperationState, RequestMeta,
 };
 use crate::tenants::Tenant;
 
@@ -97,14 +96,16 @@ impl Broker {
                     Some(read) => read,
                     None => self.store.get_instance(&tenant.name, id).await?,
                 };
-                if let Some(Versioned { item: cur, .. }) = &existing {
-                    let same = cur.service_id == plan.service.id
-                        && cur.plan_id == plan.plan.id
-                        && cur.organization_guid == req.organization_guid
-                        && cur.space_guid == req.space_guid
-                        && same_parameters(&cur.parameters, &req.parameters);
-                    match cur.state {
-                        InstanceState::Creating if same => {
+                let ask = decide::ProvisionAsk {
+                    service_id: &plan.service.id,
+                    plan_id: &plan.plan.id,
+                    organization_guid: req.organization_guid.as_deref(),
+                    space_guid: req.space_guid.as_deref(),
+                    parameters: &req.parameters,
+                };
+                let generation =
+                    match decide::provision(existing.as_ref().map(|v| &v.item), &ask, now)? {
+                        decide::Provision::InProgress(cur) => {
                             let mut body = provision_body(cur);
                             body.operation = cur.last_operation.as_ref().map(|o| o.to_string());
                             return self
@@ -118,25 +119,11 @@ impl Broker {
                                 .await
                                 .map(Attempt::Done);
                         }
-                        InstanceState::Ready | InstanceState::Updating if same => {
+                        decide::Provision::Exists(cur) => {
                             return Ok(Attempt::Done(Reply::Ok(provision_body(cur))));
                         }
-                        InstanceState::Deleting => {
-                            return Err(BrokerError::Concurrency(
-                                "the service instance is being deleted".into(),
-                            ));
-                        }
-                        InstanceState::Creating | InstanceState::Ready | InstanceState::Updating => {
-                            return Err(BrokerError::Conflict(
-                                "a service instance with this id already exists with different attributes"
-                                    .into(),
-                            ));
-                        }
-                        InstanceState::CreateFailed | InstanceState::Gone => {}
-                    }
-                }
-                let generation =
-                    super::pipeline::next_generation(existing.as_ref().map(|v| v.item.generation), now);
+                        decide::Provision::Create { generation } => generation,
+                    };
                 let op_id = self.ids.operation_id();
                 let target = super::Target {
                     tenant: &tenant.name,
@@ -227,58 +214,20 @@ impl Broker {
         }
         race_retry("the service instance", || async {
             let now = self.clock.now_ms();
-            let Some(Versioned { item: cur, version }) =
-                self.store.get_instance(&tenant.name, id).await?
-            else {
-                return Err(not_found());
+            let read = self.store.get_instance(&tenant.name, id).await?;
+            if let decide::Update::InProgress(op_id) =
+                decide::update(read.as_ref().map(|v| &v.item), service_id)?
+            {
+                // A re-sent PATCH of the update in progress answers 202 with the same operation.
+                let cur = &read.as_ref().expect("decided on an instance").item;
+                return self
+                    .repeated_update(tenant, cur, op_id, &req, accepts_incomplete)
+                    .await
+                    .map(Attempt::Done);
+            }
+            let Some(Versioned { item: cur, version }) = read else {
+                return Err(decide::instance_not_found());
             };
-            match cur.state {
-                InstanceState::Ready => {}
-                InstanceState::Updating => {
-                    // A re-sent PATCH of the update in progress answers 202 with the same operation.
-                    if let Some(op_id) = &cur.last_operation {
-                        let key = crate::records::OperationKey {
-                            tenant: tenant.name.clone(),
-                            instance_id: id.clone(),
-                            operation_id: op_id.clone(),
-                        };
-                        if let Some(op) = self.store.get_operation(&key).await?
-                            && same_change(&op.item, &cur, &req)
-                        {
-                            if !accepts_incomplete {
-                                return Err(if op.item.asynchronous {
-                                    BrokerError::AsyncRequired(
-                                        "this update is in progress asynchronously; send accepts_incomplete=true to follow it".into(),
-                                    )
-                                } else {
-                                    BrokerError::Concurrency(
-                                        "the same update is being processed; retry when it is over"
-                                            .into(),
-                                    )
-                                });
-                            }
-                            return Ok(Attempt::Done(Reply::Accepted {
-                                operation: op_id.clone(),
-                                body: accepted_body(op_id),
-                            }));
-                        }
-                    }
-                    return Err(BrokerError::Concurrency(
-                        "another update of the service instance is in progress".into(),
-                    ));
-                }
-                InstanceState::Creating | InstanceState::Deleting => {
-                    return Err(BrokerError::Concurrency(
-                        "another operation on the service instance is in progress".into(),
-                    ));
-                }
-                InstanceState::CreateFailed | InstanceState::Gone => return Err(not_found()),
-            }
-            if cur.service_id != service_id {
-                return Err(BrokerError::BadRequest(format!(
-                    "service_id '{service_id}' is not the service of this instance"
-                )));
-            }
             // --- sharing (broker/sharing/update.rs): a lease's update, an owner's x_osb_cmdb update ---
             match self
                 .sharing_on_update(tenant, &cur, version, &req, meta)
@@ -298,20 +247,7 @@ impl Broker {
                 Some(p) => self.resolve_plan(tenant, Some(service_id), Some(p))?,
                 None => current_plan,
             };
-            // sharing: leases use the owner's plan; it cannot change under them.
-            if target_plan.plan.id != cur.plan_id
-                && cur.sharing.as_ref().is_some_and(|s| !s.leases.is_empty())
-            {
-                return Err(BrokerError::Unprocessable(
-                    "the instance is shared through leases, which use its plan: purge or delete the leases before changing the plan".into(),
-                ));
-            }
-            if target_plan.plan.id != cur.plan_id && !current_plan.plan_updateable() {
-                return Err(BrokerError::Unprocessable(format!(
-                    "plan '{}' cannot be changed to another plan",
-                    current_plan.plan.name
-                )));
-            }
+            decide::plan_change(&cur, &current_plan, &target_plan)?;
             check_maintenance_info(&target_plan, req.maintenance_info.as_ref())?;
             self.validate_parameters(&target_plan, SchemaKind::InstanceUpdate, &req.parameters)?;
 
@@ -399,51 +335,32 @@ impl Broker {
                 .store
                 .get_instance_with_bindings(&tenant.name, id, Bindings::All)
                 .await?;
-            let Some(Versioned { item: cur, version }) = read.instance else {
-                return Err(gone());
-            };
             let mut writes = Vec::new();
-            match cur.state {
-                InstanceState::Gone => return Err(gone()),
-                InstanceState::Deleting => {
-                    return match (&cur.last_operation, query.accepts_incomplete) {
-                        (Some(op), true) => Ok(Attempt::Done(Reply::Accepted {
-                            operation: op.clone(),
-                            body: (),
-                        })),
-                        _ => Err(BrokerError::Concurrency(
-                            "the service instance is already being deleted".into(),
-                        )),
-                    };
+            match decide::deprovision(
+                read.instance.as_ref().map(|v| &v.item),
+                &read.bindings,
+                query.accepts_incomplete,
+            )? {
+                decide::Deprovision::Repeat(op) => {
+                    return Ok(Attempt::Done(Reply::Accepted {
+                        operation: op.clone(),
+                        body: (),
+                    }));
                 }
-                InstanceState::Updating => {
-                    return Err(BrokerError::Concurrency(
-                        "an update of the service instance is in progress".into(),
-                    ));
+                // Orphan mitigation: deleting an instance being created stops the creation.
+                decide::Deprovision::CancelCreation(op) => {
+                    writes.extend(
+                        self.cancel_operation(&tenant.name, id, op, now)
+                            .await?
+                            .into_iter()
+                            .flatten(),
+                    );
                 }
-                InstanceState::Creating => {
-                    // Orphan mitigation: deleting an instance being created stops the creation.
-                    if let Some(w) = self
-                        .cancel_operation(&tenant.name, id, cur.last_operation.as_ref(), now)
-                        .await?
-                    {
-                        writes.extend(w);
-                    }
-                }
-                InstanceState::Ready | InstanceState::CreateFailed => {}
+                decide::Deprovision::Proceed => {}
             }
-            if let Some(b) = read.bindings.iter().find(|b| {
-                b.item.instance_generation == cur.generation
-                    && matches!(
-                        b.item.state,
-                        BindingState::Creating | BindingState::Deleting
-                    )
-            }) {
-                return Err(BrokerError::Concurrency(format!(
-                    "an operation on binding '{}' is in progress",
-                    b.item.id
-                )));
-            }
+            let Some(Versioned { item: cur, version }) = read.instance else {
+                return Err(decide::instance_gone());
+            };
             // --- sharing (broker/sharing/delete.rs): a lease is deleted here; an owner's leases block or are purged ---
             let purge = match self
                 .sharing_on_deprovision(&cur, version, &read.bindings, meta)
@@ -505,6 +422,47 @@ impl Broker {
         .await
     }
 
+    /// A PATCH while an update is in progress: the same change answers 202 with the update's operation
+    /// (422 `AsyncRequired` without `accepts_incomplete` when it runs asynchronously); any other is a 422.
+    async fn repeated_update(
+        &self,
+        tenant: &Tenant,
+        cur: &Instance,
+        op_id: Option<&OperationId>,
+        req: &UpdateRequest,
+        accepts_incomplete: bool,
+    ) -> Result<Reply<ProvisionResponse>> {
+        if let Some(op_id) = op_id {
+            let key = crate::records::OperationKey {
+                tenant: tenant.name.clone(),
+                instance_id: cur.id.clone(),
+                operation_id: op_id.clone(),
+            };
+            if let Some(op) = self.store.get_operation(&key).await?
+                && same_change(&op.item, cur, req)
+            {
+                if !accepts_incomplete {
+                    return Err(if op.item.asynchronous {
+                        BrokerError::AsyncRequired(
+                            "this update is in progress asynchronously; send accepts_incomplete=true to follow it".into(),
+                        )
+                    } else {
+                        BrokerError::Concurrency(
+                            "the same update is being processed; retry when it is over".into(),
+                        )
+                    });
+                }
+                return Ok(Reply::Accepted {
+                    operation: op_id.clone(),
+                    body: accepted_body(op_id),
+                });
+            }
+        }
+        Err(BrokerError::Concurrency(
+            "another update of the service instance is in progress".into(),
+        ))
+    }
+
     /// GET instance: 404 while it is being created or after it failed or was deleted, 422 while updating.
     pub async fn fetch_instance(
         &self,
@@ -513,12 +471,14 @@ impl Broker {
     ) -> Result<InstanceResource> {
         let Some(Versioned { item: cur, .. }) = self.store.get_instance(&tenant.name, id).await?
         else {
-            return Err(not_found());
+            return Err(decide::instance_not_found());
         };
         match cur.state {
             InstanceState::Ready => {}
             // A delete that cancelled the creation: the instance never existed for the platform.
-            InstanceState::Deleting if cur.provisioned_at.is_none() => return Err(not_found()),
+            InstanceState::Deleting if cur.provisioned_at.is_none() => {
+                return Err(decide::instance_not_found());
+            }
             InstanceState::Deleting => {}
             InstanceState::Updating => {
                 return Err(BrokerError::Concurrency(
@@ -526,7 +486,7 @@ impl Broker {
                 ));
             }
             InstanceState::Creating | InstanceState::CreateFailed | InstanceState::Gone => {
-                return Err(not_found());
+                return Err(decide::instance_not_found());
             }
         }
         if let Some(plan) = self.catalog.plan_by_id(&cur.plan_id)
@@ -592,14 +552,6 @@ impl Broker {
         writes.push(Write::replace(Record::Operation(op), version));
         Ok(Some(writes))
     }
-}
-
-fn not_found() -> BrokerError {
-    BrokerError::NotFound("the service instance does not exist".into())
-}
-
-fn gone() -> BrokerError {
-    BrokerError::Gone("the service instance does not exist".into())
 }
 
 /// PATCH semantics: parameters not named in the request keep their values.

@@ -2,6 +2,7 @@
 //! worker completes asynchronous operations. Handlers call these; these call the ports.
 
 mod bindings;
+mod decide;
 mod instances;
 pub mod last_operation;
 mod pipeline;
