@@ -1,7 +1,9 @@
 //! The embedded store: SQLite in WAL mode, one table of versioned JSON items keyed like the DynamoDB
 //! table (`keys.rs`). Writes go to one writer thread that group-commits: every waiting batch is applied
 //! in its own savepoint (version-checked, all-or-nothing per batch) inside one `BEGIN IMMEDIATE`
-//! transaction. Reads use a small pool of connections on Tokio's blocking threads.
+//! transaction. Point reads run on the calling thread, on a read connection of that thread's own (a WAL
+//! reader never waits for the writer, and a read from the page cache takes microseconds, less than a hop to
+//! another thread); scans of many items run on Tokio's blocking threads.
 //!
 //! Durability: WAL with `synchronous=NORMAL` survives a crash or kill of the broker process; the last
 //! transactions before a power loss may be lost. Set `synchronous = "full"` for power-loss durability.
@@ -18,7 +20,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS items (
@@ -39,7 +41,35 @@ struct Inner {
     sync: Synchronous,
     /// Hands write batches to the writer thread (group commit).
     writer: std::sync::mpsc::Sender<WriteJob>,
-    readers: Mutex<Vec<Connection>>,
+}
+
+thread_local! {
+    /// This thread's read connections, one per open store (told apart by their `Inner`).
+    static READERS: std::cell::RefCell<Vec<(Weak<Inner>, Connection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's read connection to the store of `inner`, opening it on first use.
+fn with_reader<T>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    READERS.with(|cell| {
+        let mut readers = cell.borrow_mut();
+        // Connections of stores that were dropped are closed here.
+        readers.retain(|(store, _)| store.strong_count() > 0);
+        let at = match readers
+            .iter()
+            .position(|(store, _)| std::ptr::eq(store.as_ptr(), Arc::as_ptr(inner)))
+        {
+            Some(at) => at,
+            None => {
+                readers.push((Arc::downgrade(inner), open(&inner.path, inner.sync)?));
+                readers.len() - 1
+            }
+        };
+        f(&readers[at].1)
+    })
 }
 
 /// One `commit` call waiting for the writer thread.
@@ -47,6 +77,9 @@ struct WriteJob {
     writes: Vec<Write>,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
+
+/// Most items a read fetches on the calling thread; larger reads go to the blocking threads.
+const POINT_READ_ITEMS: usize = 8;
 
 /// Most jobs the writer thread puts in one transaction.
 const MAX_GROUP: usize = 256;
@@ -71,26 +104,44 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
 }
 
 fn run_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<(), StoreError>> {
-    let all_failed = |e: StoreError| group.iter().map(|_| Err(e.clone())).collect();
-    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => return all_failed(unavailable(e)),
+    match try_group(conn, group) {
+        Ok(outcomes) => outcomes,
+        // The transaction itself failed: nothing of the group is committed.
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            group.iter().map(|_| Err(e.clone())).collect()
+        }
+    }
+}
+
+/// One transaction for the group, a savepoint per job: a job's own failure (a version conflict, …)
+/// rolls back that job alone and is its outcome; a failure of the transaction statements is the error.
+fn try_group(
+    conn: &mut Connection,
+    group: &[WriteJob],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    // Prepared once (cached), not parsed again for every job.
+    let exec = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| st.execute([]))
+            .map(drop)
+            .map_err(unavailable)
     };
+    exec("BEGIN IMMEDIATE")?;
     let mut outcomes = Vec::with_capacity(group.len());
     for job in group {
-        let outcome = (|| {
-            let sp = tx.savepoint().map_err(unavailable)?;
-            for w in &job.writes {
-                apply(&sp, w)?; // dropping `sp` on error rolls this job back
-            }
-            sp.commit().map_err(unavailable)
-        })();
+        exec("SAVEPOINT job")?;
+        let outcome = job.writes.iter().try_for_each(|w| apply(conn, w));
+        if outcome.is_err() {
+            exec("ROLLBACK TO job")?;
+        }
+        exec("RELEASE job")?;
         outcomes.push(outcome);
     }
-    match tx.commit() {
-        Ok(()) => outcomes,
-        Err(e) => all_failed(unavailable(e)),
-    }
+    exec("COMMIT")?;
+    Ok(outcomes)
 }
 
 #[derive(Clone)]
@@ -147,31 +198,27 @@ impl SqliteStore {
                 path,
                 sync,
                 writer: jobs,
-                readers: Mutex::new(Vec::new()),
             }),
         })
     }
 
-    /// Runs `f` on a pooled read connection, off the async runtime's threads.
-    async fn read<T: Send + 'static>(
+    /// A point read (a few items by key): on this thread.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        with_reader(&self.inner, f)
+    }
+
+    /// A read of many items: on Tokio's blocking threads, off the async runtime's.
+    async fn scan<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().map_err(unavailable)?.pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open(&inner.path, inner.sync)?,
-            };
-            let r = f(&conn);
-            if let Ok(mut pool) = inner.readers.lock() {
-                pool.push(conn);
-            }
-            r
-        })
-        .await
-        .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || with_reader(&inner, f))
+            .await
+            .map_err(unavailable)?
     }
 
     /// One page of the keys of the items of one kind flagged unfinished (operations in progress,
@@ -190,7 +237,7 @@ impl SqliteStore {
             pk: String::new(),
             sk: String::new(),
         });
-        self.read(move |c| {
+        self.scan(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT pk, sk FROM items WHERE unfinished = 1 AND kind = ?1 AND (pk, sk) > (?2, ?3) \
@@ -238,7 +285,6 @@ impl SqliteStore {
                 .map_err(unavailable)?;
             row.map(|(b, v)| decode(&b, v)).transpose()
         })
-        .await
     }
 }
 
@@ -298,7 +344,7 @@ impl Store for SqliteStore {
             Bindings::All => None,
             Bindings::Ids(ids) => Some(ids.iter().map(keys::binding_sk).collect()),
         };
-        self.read(move |c| {
+        let read = move |c: &Connection| {
             let mut out = InstanceWithBindings::default();
             let mut push = |sk: &str, body: Vec<u8>, version: i64| -> Result<(), StoreError> {
                 if sk == keys::SK_INSTANCE {
@@ -317,9 +363,16 @@ impl Store for SqliteStore {
                         )
                         .map_err(unavailable)?;
                     let rows = stmt
-                        .query_map(params![pk, keys::SK_BINDING_PREFIX, keys::SK_INSTANCE], |r| {
-                            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
-                        })
+                        .query_map(
+                            params![pk, keys::SK_BINDING_PREFIX, keys::SK_INSTANCE],
+                            |r| {
+                                Ok((
+                                    r.get::<_, String>(0)?,
+                                    r.get::<_, Vec<u8>>(1)?,
+                                    r.get::<_, i64>(2)?,
+                                ))
+                            },
+                        )
                         .map_err(unavailable)?;
                     for row in rows {
                         let (sk, body, version) = row.map_err(unavailable)?;
@@ -344,8 +397,12 @@ impl Store for SqliteStore {
                 }
             }
             Ok(out)
-        })
-        .await
+        };
+        match which {
+            // Every binding of the instance, however many: off the async runtime's threads.
+            Bindings::All => self.scan(read).await,
+            Bindings::Ids(_) => self.read(read),
+        }
     }
 
     async fn get_operation(
@@ -372,7 +429,8 @@ impl Store for SqliteStore {
         wanted: &[RecordKey],
     ) -> Result<Vec<Versioned<Record>>, StoreError> {
         let wanted = wanted.to_vec();
-        self.read(move |c| {
+        let many = wanted.len() > POINT_READ_ITEMS;
+        let read = move |c: &Connection| {
             let mut stmt = c
                 .prepare_cached("SELECT kind, body, version FROM items WHERE pk = ?1 AND sk = ?2")
                 .map_err(unavailable)?;
@@ -396,8 +454,12 @@ impl Store for SqliteStore {
                 }
             }
             Ok(out)
-        })
-        .await
+        };
+        if many {
+            self.scan(read).await
+        } else {
+            self.read(read)
+        }
     }
 
     async fn unfinished_operations(

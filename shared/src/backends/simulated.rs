@@ -145,6 +145,11 @@ pub trait Ledger: Send + Sync {
     /// Removes the entry and every entry under it (an instance's bindings).
     fn remove_tree(&self, key: &str) -> Result<(), BackendError>;
     fn list(&self) -> Result<Vec<LedgerEntry>, BackendError>;
+    /// Whether its calls do file I/O, so that the backend makes them on blocking threads rather than on
+    /// the async runtime's (where one call waiting on a disk write would hold up every request).
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// A ledger in memory (tests; AWS, where the simulated backend is a demo whose Lambda instances do not share
@@ -213,12 +218,15 @@ fn decode_entry(body: String) -> Result<LedgerEntry, BackendError> {
 
 #[cfg(feature = "embedded")]
 impl Ledger for SqliteLedger {
+    fn blocking(&self) -> bool {
+        true
+    }
     fn get(&self, key: &str) -> Result<Option<LedgerEntry>, BackendError> {
         use rusqlite::OptionalExtension;
         self.conn()
-            .query_row("SELECT body FROM resources WHERE key = ?1", [key], |r| {
-                r.get::<_, String>(0)
-            })
+            .prepare_cached("SELECT body FROM resources WHERE key = ?1")
+            .map_err(ledger_error)?
+            .query_row([key], |r| r.get::<_, String>(0))
             .optional()
             .map_err(ledger_error)?
             .map(decode_entry)
@@ -227,11 +235,12 @@ impl Ledger for SqliteLedger {
     fn put(&self, entry: &LedgerEntry) -> Result<(), BackendError> {
         let body = serde_json::to_string(entry).map_err(ledger_error)?;
         self.conn()
-            .execute(
+            .prepare_cached(
                 "INSERT INTO resources (key, body) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET body = excluded.body",
-                [&entry.key, &body],
             )
+            .map_err(ledger_error)?
+            .execute([&entry.key, &body])
             .map_err(ledger_error)?;
         Ok(())
     }
@@ -239,10 +248,11 @@ impl Ledger for SqliteLedger {
         // `substr`, not LIKE: ids may hold `_`, a LIKE wildcard.
         let under = format!("{key}/");
         self.conn()
-            .execute(
+            .prepare_cached(
                 "DELETE FROM resources WHERE key = ?1 OR substr(key, 1, length(?2)) = ?2",
-                [key, &under],
             )
+            .map_err(ledger_error)?
+            .execute([key, &under])
             .map_err(ledger_error)?;
         Ok(())
     }
@@ -259,6 +269,7 @@ impl Ledger for SqliteLedger {
     }
 }
 
+#[derive(Clone)]
 pub struct SimulatedBackend {
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
@@ -399,6 +410,17 @@ impl SimulatedBackend {
         }
     }
 
+    /// `finish`, on a blocking thread when the ledger does file I/O.
+    async fn finish_off_runtime(&self, job: &BackendJob, b: Behaviour) -> BackendResult {
+        if !self.ledger.blocking() {
+            return self.finish(job, b);
+        }
+        let (this, job) = (self.clone(), job.clone());
+        tokio::task::spawn_blocking(move || this.finish(&job, b))
+            .await
+            .map_err(|e| BackendError(format!("simulated backend: {e}")))?
+    }
+
     fn instance_result(&self, job: &BackendJob) -> InstanceResult {
         InstanceResult {
             dashboard_url: Some(format!(
@@ -521,7 +543,7 @@ impl Backend for SimulatedBackend {
             Err(e) => return Ok(BackendOutcome::Failed(e.0)),
         };
         if b.delay == 0 {
-            return self.finish(job, b);
+            return self.finish_off_runtime(job, b).await;
         }
         let ready_at = job.started_at + (b.delay as i64) * 1000;
         self.poll(job, &encode_handle(ready_at)).await
@@ -541,7 +563,7 @@ impl Backend for SimulatedBackend {
             });
         }
         match self.behaviour(job) {
-            Ok(b) => self.finish(job, b),
+            Ok(b) => self.finish_off_runtime(job, b).await,
             Err(e) => Ok(BackendOutcome::Failed(e.0)),
         }
     }
