@@ -114,8 +114,12 @@ def prepare_aws(endpoint):
         Name="osb-bench-tenants",
         SecretString=json.dumps({"name": "lambda", "username": "lambda-user", "password": "lambda-pass"}),
     )
+    boto3.client("secretsmanager", **kw).create_secret(
+        Name="osb-bench-sharing-keys",
+        SecretString=json.dumps({"current": "k1", "k1": "bench-sharing-key-material-0123456789"}),
+    )
     return {"OSB_TABLE_NAME": "osb-bench", "OSB_OPERATIONS_QUEUE_URL": url, "OSB_WEBHOOK_QUEUE_URL": webhooks,
-            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants"}
+            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants", "OSB_SHARING_KEYS_SECRET_ID": "osb-bench-sharing-keys"}
 
 
 def run_once(binary, event, env):

@@ -167,7 +167,8 @@ def granted(role: str, resource: str) -> set[str]:
 
 needs = {
     "ApiFunctionRole": [("Table", "dynamodb", used["dynamodb"]), ("OperationsQueue", "sqs", {"SendMessage"}),
-                        ("TenantsSecret", "secretsmanager", used["secretsmanager"])],
+                        ("TenantsSecret", "secretsmanager", used["secretsmanager"]),
+                        ("SharingKeysSecret", "secretsmanager", used["secretsmanager"])],
     "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"]),
                            ("OperationsQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
                                                                      "GetQueueAttributes"}),
@@ -194,9 +195,13 @@ for index in re.findall(r'pub const \w*INDEX\w*: &str = "([^"]+)";', dynamodb_rs
     check(index in indexes, f"Table: no GSI {index} (shared/src/aws/dynamodb.rs)")
     check(f"/index/{index}" in worker_resources, f"WorkerFunctionRole: no dynamodb:Query on index {index}")
 
-# The secret is generated, never plain text.
-secret = resources["TenantsSecret"]["Properties"]
-check("SecretString" not in secret and "GenerateSecretString" in secret, "TenantsSecret must use GenerateSecretString")
+# The secrets are generated, never plain text.
+for name in ("TenantsSecret", "SharingKeysSecret"):
+    secret = resources[name]["Properties"]
+    check("SecretString" not in secret and "GenerateSecretString" in secret, f"{name} must use GenerateSecretString")
+keys_gen = resources["SharingKeysSecret"]["Properties"]["GenerateSecretString"]
+check(json.loads(keys_gen.get("SecretStringTemplate", "{}")).get("current") == keys_gen.get("GenerateStringKey"),
+      "SharingKeysSecret: the generated key must be the current one")
 
 if problems:
     print("template.yaml check FAILED:", *problems, sep="\n  ", file=sys.stderr)

@@ -62,6 +62,11 @@ def main() -> None:
         tenant = {"name": "local", "username": "broker", "password": secrets.token_urlsafe(24)}
         secret = sm.create_secret(Name=f"{NAME}-tenants", SecretString=json.dumps(tenant))["ARN"]
     tenant = json.loads(sm.get_secret_value(SecretId=secret)["SecretString"])
+    try:
+        keys_secret = sm.describe_secret(SecretId=f"{NAME}-sharing-keys")["ARN"]
+    except ClientError:
+        keys = {"current": "k1", "k1": secrets.token_urlsafe(36)}
+        keys_secret = sm.create_secret(Name=f"{NAME}-sharing-keys", SecretString=json.dumps(keys))["ARN"]
 
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -73,6 +78,7 @@ def main() -> None:
         "OSB_WEBHOOK_QUEUE_URL": webhook_queue,
         "OSB_WEBHOOK_DLQ_URL": webhook_dlq_url,
         "OSB_TENANTS_SECRET_ID": secret,
+        "OSB_SHARING_KEYS_SECRET_ID": keys_secret,
         "OSB_CATALOG_FILE": str(ROOT / "shared/catalog/demo.json"),
         "RUST_LOG": "info",
     }

@@ -212,6 +212,7 @@ impl BrokerConfig {
                 username: DEMO_TENANT.into(),
                 password: Secret::new(password),
                 services: None,
+                accept_leases_from: Default::default(),
             }],
             true,
         ))

@@ -27,6 +27,8 @@ pub enum StartError {
     Backend(#[from] crate::ports::BackendError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
+    #[error(transparent)]
+    SharingKeys(#[from] crate::sharing::token::KeySetError),
 }
 
 /// The assembled embedded broker.
@@ -47,15 +49,17 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
     })?);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
-    let store = SqliteStore::open(config.data_dir.join("broker.db"), config.synchronous)?;
+    let db_file = config.data_dir.join("broker.db");
+    // Sharing token keys are kept next to the database, never in it; a database without them is an
+    // error, never a silent new key.
+    let first_start = !db_file.exists();
+    let token_keys =
+        crate::sharing::TokenKeys::load(&config.data_dir.join("sharing-token-key"), first_start)?;
+    let store = SqliteStore::open(db_file, config.synchronous)?;
     let policy = config
         .webhooks
         .clone()
         .validate_for(crate::webhooks::Deployment::Local)?;
-    // Sharing tokens are derived with a key kept next to the database, never in it.
-    let key_file = config.data_dir.join("sharing-token-key");
-    let key = crate::sharing::TokenKey::load_or_create(&key_file)
-        .map_err(|e| StartError::DataDir(key_file.clone(), e))?;
     // The simulated backend's own world, beside the broker's database: what it created survives restarts,
     // and its credentials are derived with a key of its own.
     let ledger = SqliteLedger::open(&config.data_dir.join("simulated-backend.db"))?;
@@ -76,10 +80,10 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),
         webhook_policy: Arc::new(policy.clone()),
-        sharing: Arc::new(crate::sharing::SharingSettings::new(
-            key,
-            config.sharing.token_lifetime_seconds,
-        )),
+        sharing: Arc::new(
+            crate::sharing::SharingSettings::new(token_keys, config.sharing.token_lifetime_seconds)
+                .with_tenants(tenants.names()),
+        ),
     });
     let webhooks = Arc::new(WebhookDelivery::over_http(
         &broker,

@@ -47,6 +47,52 @@ pub struct TenantConfig {
     /// Service offering ids this tenant may see and use; all when absent.
     #[serde(default)]
     pub services: Option<Vec<String>>,
+    /// Whose `sharing_to` rules may turn this tenant's provisions into leases: a list of tenant names,
+    /// `"*"` for every tenant, or none (the default). Sharing tokens are always accepted.
+    #[serde(default)]
+    pub accept_leases_from: AcceptLeases,
+}
+
+/// Which tenants' owners may turn a tenant's provisions into leases through `sharing_to`.
+///
+/// The default is none: a rule is written by another tenant, so without the operator's word it must not
+/// be able to capture this tenant's provisions (its applications would write into a database someone else
+/// controls). A sharing token needs no such consent: the leaser presents it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AcceptLeases {
+    #[default]
+    None,
+    Any,
+    From(std::collections::BTreeSet<String>),
+}
+
+impl AcceptLeases {
+    pub fn accepts(&self, owner_tenant: &str) -> bool {
+        match self {
+            AcceptLeases::None => false,
+            AcceptLeases::Any => true,
+            AcceptLeases::From(names) => names.contains(owner_tenant),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AcceptLeases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            All(String),
+            Names(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::All(s) if s == "*" => Ok(AcceptLeases::Any),
+            Raw::All(other) => Err(serde::de::Error::custom(format!(
+                "accept_leases_from must be \"*\" or a list of tenant names, not \"{other}\""
+            ))),
+            Raw::Names(names) if names.is_empty() => Ok(AcceptLeases::None),
+            Raw::Names(names) => Ok(AcceptLeases::From(names.into_iter().collect())),
+        }
+    }
 }
 
 /// An authenticated tenant.
@@ -55,6 +101,7 @@ pub struct Tenant {
     pub name: String,
     pub profile: Option<String>,
     pub services: Option<HashSet<String>>,
+    pub accept_leases_from: AcceptLeases,
     credential_digest: [u8; 32],
 }
 
@@ -83,6 +130,17 @@ pub enum TenantError {
     InvalidCredentials(String),
     #[error("tenant '{tenant}' lists unknown service '{service}'")]
     UnknownService { tenant: String, service: String },
+    #[error("tenant '{tenant}': accept_leases_from names unknown tenant '{other}'")]
+    UnknownLeaseSource { tenant: String, other: String },
+}
+
+/// Whether `name` is a valid tenant name: 1-64 characters of a-z, 0-9, '-' or '_'.
+pub fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn digest(username: &[u8], password: &[u8]) -> [u8; 32] {
@@ -112,12 +170,7 @@ impl Tenants {
         let mut users: Vec<(&str, &str)> = Vec::new();
         let mut list = Vec::new();
         for c in &configs {
-            let valid_name = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !valid_name {
+            if !valid_tenant_name(&c.name) {
                 return Err(TenantError::InvalidName(c.name.clone()));
             }
             if !names.insert(c.name.as_str()) {
@@ -141,10 +194,21 @@ impl Tenants {
                     service: s.clone(),
                 });
             }
+            if let AcceptLeases::From(others) = &c.accept_leases_from
+                && let Some(o) = others
+                    .iter()
+                    .find(|o| !configs.iter().any(|t| &t.name == *o))
+            {
+                return Err(TenantError::UnknownLeaseSource {
+                    tenant: c.name.clone(),
+                    other: o.clone(),
+                });
+            }
             list.push(Arc::new(Tenant {
                 name: c.name.clone(),
                 profile: c.profile.clone(),
                 services: c.services.as_ref().map(|s| s.iter().cloned().collect()),
+                accept_leases_from: c.accept_leases_from.clone(),
                 credential_digest: digest(c.username.as_bytes(), c.password.expose().as_bytes()),
             }));
         }
@@ -170,6 +234,11 @@ impl Tenants {
     pub fn get(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.list.iter().find(|t| t.name == name)
     }
+
+    /// The names of all tenants.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.list.iter().map(|t| t.name.clone()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +252,7 @@ mod tests {
             username: user.into(),
             password: Secret::new(pass),
             services: None,
+            accept_leases_from: AcceptLeases::None,
         }
     }
 

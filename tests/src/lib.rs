@@ -45,6 +45,8 @@ pub struct TenantSpec {
     pub name: &'static str,
     pub profile: &'static str,
     pub username: &'static str,
+    /// `accept_leases_from` of its configuration (TOML).
+    pub accept_leases_from: &'static str,
 }
 
 /// The three tenants every test broker knows.
@@ -53,16 +55,20 @@ pub const TENANTS: [TenantSpec; 3] = [
         name: "cf1",
         profile: "cloudfoundry",
         username: "cf1-platform",
+        // Consents to no one's sharing rules: nobody's `sharing_to` can capture its provisions.
+        accept_leases_from: "[]",
     },
     TenantSpec {
         name: "cf2",
         profile: "cloudfoundry",
         username: "cf2-platform",
+        accept_leases_from: "\"*\"",
     },
     TenantSpec {
         name: "ks2",
         profile: "kubernetes",
         username: "ks2-platform",
+        accept_leases_from: "[\"cf1\"]",
     },
 ];
 
@@ -74,6 +80,7 @@ pub struct TenantCreds {
     pub profile: &'static str,
     pub username: String,
     pub password: String,
+    pub accept_leases_from: &'static str,
 }
 
 /// Longest a single test may run.
@@ -251,11 +258,12 @@ impl Broker {
         );
         for t in self.tenants() {
             cfg.push_str(&format!(
-                "\n[[tenants]]\nname = {}\nprofile = {}\nusername = {}\npassword = {}\n",
+                "\n[[tenants]]\nname = {}\nprofile = {}\nusername = {}\npassword = {}\naccept_leases_from = {}\n",
                 toml_string(t.name),
                 toml_string(t.profile),
                 toml_string(&t.username),
-                toml_string(&t.password)
+                toml_string(&t.password),
+                t.accept_leases_from
             ));
         }
         std::fs::write(self.config_path(), cfg).expect("cannot write the broker configuration");
@@ -355,6 +363,7 @@ impl Broker {
                 profile: t.profile,
                 username: t.username.to_owned(),
                 password: format!("{}-secret-{}", t.name, self.secret),
+                accept_leases_from: t.accept_leases_from,
             })
             .collect()
     }

@@ -64,9 +64,9 @@ async fn lease_description(c: &Client, id: &str) -> Option<String> {
 fn owner_sharing_to() -> Value {
     json!({"x_osb_cmdb": {"sharing_to": [
         {"tenant": "cf2", "profile": "cloudfoundry", "org_name": "their_org", "space_name": "their_space",
-         "org_guid": "their_org-guid", "space_guid": "their_space-guid"},
+         "org_guid": "their_org-guid", "space_guid": "their_space-guid", "instance_name": "x"},
         {"tenant": "cf2", "org-name": "wrong name ignored", "org_guid": "named-org-guid",
-         "instance_name": "named-db"},
+         "space_name": "any", "instance_name": "named-db"},
         {"tenant": "ks2", "profile": "kubernetes", "namespace": "my-namespace",
          "originating-identity-groups": "[\"system:serviceaccounts\",\"system:authenticated\"]",
          "originating_identity_username": SA_USER,
@@ -286,6 +286,11 @@ async fn given_bad_sharing_parameters_then_400_naming_the_problem() {
             (json!({"x_osb_cmdb": {"sharing_too": []}}), "sharing_too"),
             (json!({"x_osb_cmdb": {"sharing_to": [{"org_name": "o"}]}}), "tenant"),
             (json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "originating_identity_groups": "not json"}]}}), "originating_identity_groups"),
+            // A set must pin one instance and where it lives (the trust model, docs/design.md).
+            (json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2"}]}}), "must pin one instance"),
+            (json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "space_guid": "s"}]}}), "'instance_name' or 'service_instance_guid'"),
+            (json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "instance_name": "db"}]}}), "where the instance lives"),
+            (json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "nobody", "space_guid": "s", "instance_name": "db"}]}}), "not a tenant of this broker"),
         ] {
             let r = cf1.put(&instance_path(&unique_id("bad")), &cf_body(SMALL, "o", "s", "n", Some(params))).await;
             r.expect_error(400, None);
@@ -294,7 +299,7 @@ async fn given_bad_sharing_parameters_then_400_naming_the_problem() {
         // A non-shareable offering refuses sharing parameters.
         let r = cf1
             .put(&instance_path(&unique_id("q")), &cf_body(APP_BOUND, "o", "s", "n",
-                Some(json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2"}]}}))))
+                Some(json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "space_guid": "s", "instance_name": "n"}]}}))))
             .await;
         r.expect_error(400, None);
         assert!(r.description().contains("not shareable"), "{}", r.text);
@@ -312,7 +317,7 @@ async fn given_two_owners_sharing_with_the_same_request_then_409_names_their_ten
             broker.client("ks2"),
         );
         let rule =
-            json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "space_name": "shared"}]}});
+            json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "org_name": "o2", "space_name": "shared", "instance_name": "w"}]}});
         cf1.put(
             &instance_path("owner-a"),
             &cf_body(SMALL, "o", "s", "a", Some(rule.clone())),
@@ -378,6 +383,112 @@ async fn given_two_owners_sharing_with_the_same_request_then_409_names_their_ten
             lease_description(&cf2, "wants").await.is_some(),
             "the existing lease stays"
         );
+    })
+    .await;
+}
+
+/// The capture attempt of the review (issue 13): another tenant's rule never turns a provision into a
+/// lease unless the provisioning tenant's operator consented (`accept_leases_from`); tokens still work.
+#[tokio::test]
+async fn given_a_rule_from_a_tenant_without_consent_then_the_provision_is_an_ordinary_instance() {
+    bounded(async {
+        let broker = Broker::start_default().await;
+        let (cf1, cf2, ks2) = (
+            broker.client("cf1"),
+            broker.client("cf2"),
+            broker.client("ks2"),
+        );
+        // cf1 accepts no one's rules: ks2's exact rule for cf1's next provision captures nothing.
+        let rule = json!({"x_osb_cmdb": {"sharing_to": [
+            {"tenant": "cf1", "space_guid": "s1-guid", "instance_name": "app-db"}]}});
+        ks2.put(
+            &instance_path("ks2-owner"),
+            &k8s_body(SMALL, "ns", Some(rule)),
+        )
+        .await
+        .expect(201);
+        let mine = unique_id("mine");
+        cf1.put(
+            &instance_path(&mine),
+            &cf_body(SMALL, "o1", "s1", "app-db", None),
+        )
+        .await
+        .expect(201);
+        assert_eq!(
+            lease_description(&cf1, &mine).await,
+            None,
+            "cf1 never consented to ks2's rules"
+        );
+        // Another plan of the offering is an ordinary provision too, not a 400 from someone else's rule.
+        let r = cf1
+            .request(
+                Method::PUT,
+                &format!(
+                    "{}?accepts_incomplete=true",
+                    instance_path(&unique_id("other-plan"))
+                ),
+            )
+            .json(&cf_body(STANDARD, "o1", "s1", "app-db", None));
+        send(r).await.expect(202);
+        // ks2 accepts cf1's rules only: cf2's rule for ks2 captures nothing either.
+        let rule = json!({"x_osb_cmdb": {"sharing_to": [
+            {"tenant": "ks2", "namespace": "team", "instance_name": "k8s-db"}]}});
+        cf2.put(
+            &instance_path("cf2-owner"),
+            &cf_body(SMALL, "o", "s", "db", Some(rule)),
+        )
+        .await
+        .expect(201);
+        let theirs = unique_id("theirs");
+        ks2.put(&instance_path(&theirs), &k8s_body(SMALL, "team", None))
+            .await
+            .expect(201);
+        assert_eq!(
+            lease_description(&ks2, &theirs).await,
+            None,
+            "ks2 does not accept cf2's rules"
+        );
+        // A sharing token is the leaser's own consent: accepted whatever accept_leases_from says.
+        let token = token_of(&ks2, "ks2-owner").await.expect("a token");
+        let leased = unique_id("leased");
+        cf1.put(
+            &instance_path(&leased),
+            &cf_body(
+                SMALL,
+                "o1",
+                "s1",
+                "any",
+                Some(json!({"sharing_token": token})),
+            ),
+        )
+        .await
+        .expect(201);
+        assert_eq!(
+            lease_description(&cf1, &leased).await.as_deref(),
+            Some("This is a lease from instance ks2-owner in tenant ks2")
+        );
+    })
+    .await;
+}
+
+/// A plan change in flight could complete under a new lease: no lease while the owner is updating.
+#[tokio::test]
+async fn given_an_owner_being_updated_then_a_lease_waits_for_the_update() {
+    bounded(async {
+        let broker = Broker::start_default().await;
+        let (cf1, cf2) = (broker.client("cf1"), broker.client("cf2"));
+        cf1.put(&instance_path("upd-owner"), &cf_body(SMALL, "o", "s", "db", None)).await.expect(201);
+        let token = token_of(&cf1, "upd-owner").await.expect("a token");
+        let r = cf1
+            .request(Method::PATCH, &format!("{}?accepts_incomplete=true", instance_path("upd-owner")))
+            .json(&json!({"service_id": PG_SERVICE, "parameters": {"simulate": {"delay_seconds": 30}}}));
+        send(r).await.expect(202);
+        let r = cf2
+            .put(&instance_path("too-soon"), &cf_body(SMALL, "x", "y", "z", Some(json!({"sharing_token": token}))))
+            .await;
+        r.expect_error(422, None);
+        assert!(r.description().contains("being updated"), "{}", r.text);
+        cf2.get(&instance_path("too-soon")).await.expect(404);
     })
     .await;
 }

@@ -24,6 +24,7 @@ fn api() -> Api {
             username: "lambda-user".into(),
             password: Secret::new("lambda-pass"),
             services: None,
+            accept_leases_from: Default::default(),
         }],
         ..BrokerConfig::default()
     };

@@ -56,6 +56,33 @@ struct Env {
     calls: Arc<Counter>,
 }
 
+/// The sharing token keys' secret, as the template makes it (`GenerateSecretString`).
+const SHARING_KEYS: &str = r#"{"current": "k1", "k1": "Zq3rT8vX2mN5pL7wY1cB4dF6hJ9kS0aE"}"#;
+
+/// The tenants' secret: cf1 (Cloud Foundry), ks2 (Kubernetes, consenting to cf1's sharing rules) and a
+/// third tenant whose password is `other_password`.
+fn tenants_secret(other_password: &str) -> String {
+    json!({"tenants": [
+        {"name": "cf1", "username": "cf1-user", "password": "cf1-pass", "profile": "cloudfoundry"},
+        {"name": "ks2", "username": "ks2-user", "password": "ks2-pass", "profile": "kubernetes",
+         "accept_leases_from": ["cf1"]},
+        {"name": "other", "username": "other-user", "password": other_password}
+    ]})
+    .to_string()
+}
+
+async fn secret(sdk: &aws_config::SdkConfig, name: &str, text: &str) -> String {
+    let id = unique_name(name);
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(&id)
+        .secret_string(text)
+        .send()
+        .await
+        .unwrap();
+    id
+}
+
 async fn env() -> Env {
     let sdk = moto().sdk_config().await;
     let calls = Arc::new(Counter::default());
@@ -79,21 +106,8 @@ async fn env() -> Env {
     let webhook_url = SqsQueue::create(&sqs, &unique_name("webhooks"))
         .await
         .unwrap();
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let secret_id = unique_name("tenants");
-    secrets
-        .create_secret()
-        .name(&secret_id)
-        .secret_string(
-            json!({"tenants": [
-                {"name": "cf1", "username": "cf1-user", "password": "cf1-pass", "profile": "cloudfoundry"},
-                {"name": "ks2", "username": "ks2-user", "password": "ks2-pass", "profile": "kubernetes"}
-            ]})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let secret_id = secret(&sdk, "tenants", &tenants_secret("other-pass")).await;
+    let keys_id = secret(&sdk, "sharing-keys", SHARING_KEYS).await;
     let cfg = AwsConfig {
         table: table.clone(),
         operations_queue_url: url.clone(),
@@ -101,6 +115,7 @@ async fn env() -> Env {
         webhook_dlq_url: None,
         webhook_allow_http: false,
         tenants_secret_id: Some(secret_id),
+        sharing_keys_secret_id: Some(keys_id),
         catalog_file: None,
     };
     let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
@@ -961,13 +976,13 @@ async fn sharing_story_through_api_events_and_sqs_worker_events_with_call_counts
     };
     let k8s = |ns: &str, params: Value| {
         json!({"service_id": PG, "plan_id": SMALL, "organization_guid": "cluster", "space_guid": ns,
-               "context": {"platform": "kubernetes", "namespace": ns}, "parameters": params})
+               "context": {"platform": "kubernetes", "namespace": ns, "instance_name": "db"}, "parameters": params})
     };
     let q = format!("service_id={PG}&plan_id={SMALL}");
     e.calls();
     let (s, b) = e
         .api("cf1", "PUT", "/v2/service_instances/owner", "", Some(provision_body(SMALL,
-            json!({"storage_gb": 4, "x_osb_cmdb": {"sharing_to": [{"tenant": "ks2", "namespace": "team"}]}}))))
+            json!({"storage_gb": 4, "x_osb_cmdb": {"sharing_to": [{"tenant": "ks2", "namespace": "team", "instance_name": "db"}]}}))))
         .await;
     assert_eq!(s, 201, "{b}");
     measure("provision of an owner with sharing_to", e.calls(), 3);
@@ -1140,5 +1155,116 @@ async fn sharing_story_through_api_events_and_sqs_worker_events_with_call_counts
     println!(
         "DynamoDB + SQS calls per sharing request:\n  {}",
         table.join("\n  ")
+    );
+}
+
+/// The sharing token key is a secret of its own: a second API (another cold start) after a tenant's
+/// password was rotated shows the same token for the owner, and that token makes a lease through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts() {
+    let sdk = moto().sdk_config().await;
+    let table = unique_name("osb");
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    aws::DynamoStore::new(dynamo, &table)
+        .create_table()
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let keys_id = secret(&sdk, "sharing-keys", SHARING_KEYS).await;
+    let cold_start = |tenants_text: String| {
+        let (sdk, sqs, table, keys_id) = (sdk.clone(), sqs.clone(), table.clone(), keys_id.clone());
+        async move {
+            let cfg = AwsConfig {
+                table,
+                operations_queue_url: SqsQueue::create(&sqs, &unique_name("ops")).await.unwrap(),
+                webhook_queue_url: SqsQueue::create(&sqs, &unique_name("wh")).await.unwrap(),
+                webhook_dlq_url: None,
+                webhook_allow_http: false,
+                tenants_secret_id: Some(secret(&sdk, "tenants", &tenants_text).await),
+                sharing_keys_secret_id: Some(keys_id),
+                catalog_file: None,
+            };
+            let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
+                .await
+                .unwrap();
+            osb_broker::http::router(state)
+        }
+    };
+    let call = |router: axum::Router,
+                tenant: &'static str,
+                method: &'static str,
+                path: String,
+                body: Option<Value>| async move {
+        let resp = Adapter::from(router)
+            .call(LambdaEvent::new(
+                event(tenant, method, &path, "", body),
+                Context::default(),
+            ))
+            .await
+            .unwrap();
+        let json = serde_json::to_value(&resp).unwrap();
+        let body = json["body"]
+            .as_str()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .unwrap_or(Value::Null);
+        (json["statusCode"].as_u64().unwrap() as u16, body)
+    };
+    let before = cold_start(tenants_secret("old-password")).await;
+    let (s, b) = call(
+        before.clone(),
+        "cf1",
+        "PUT",
+        "/v2/service_instances/owner".into(),
+        Some(provision_body(SMALL, json!({"storage_gb": 2}))),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let token_of = |view: Value| {
+        view["parameters"]["x_osb_cmdb"]["sharing_token"]["token"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (_, view) = call(
+        before,
+        "cf1",
+        "GET",
+        "/v2/service_instances/owner".into(),
+        None,
+    )
+    .await;
+    let shown = token_of(view).expect("a token");
+
+    let after = cold_start(tenants_secret("new-password")).await;
+    let (_, view) = call(
+        after.clone(),
+        "cf1",
+        "GET",
+        "/v2/service_instances/owner".into(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        token_of(view).as_deref(),
+        Some(shown.as_str()),
+        "the same token after the rotation"
+    );
+    let (s, b) = call(after.clone(), "ks2", "PUT", "/v2/service_instances/leased".into(),
+        Some(json!({"service_id": PG, "plan_id": SMALL, "organization_guid": "cluster", "space_guid": "ns",
+                    "context": {"platform": "kubernetes", "namespace": "ns"},
+                    "parameters": {"sharing_token": shown}}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (_, lease) = call(
+        after,
+        "ks2",
+        "GET",
+        "/v2/service_instances/leased".into(),
+        None,
+    )
+    .await;
+    assert!(
+        lease["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("lease from instance owner")),
+        "{lease}"
     );
 }

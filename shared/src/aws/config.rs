@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub const TABLE: &str = "OSB_TABLE_NAME";
 pub const OPERATIONS_QUEUE: &str = "OSB_OPERATIONS_QUEUE_URL";
 pub const TENANTS_SECRET: &str = "OSB_TENANTS_SECRET_ID";
+pub const SHARING_KEYS_SECRET: &str = "OSB_SHARING_KEYS_SECRET_ID";
 pub const CATALOG_FILE: &str = "OSB_CATALOG_FILE";
 pub const WEBHOOK_QUEUE: &str = "OSB_WEBHOOK_QUEUE_URL";
 pub const WEBHOOK_DLQ: &str = "OSB_WEBHOOK_DLQ_URL";
@@ -24,6 +25,8 @@ pub struct AwsConfig {
     pub webhook_allow_http: bool,
     /// Needed by the API function only.
     pub tenants_secret_id: Option<String>,
+    /// The sharing token keys' secret; needed by the API function only.
+    pub sharing_keys_secret_id: Option<String>,
     /// The catalog JSON; the demo catalog when unset.
     pub catalog_file: Option<PathBuf>,
 }
@@ -54,6 +57,11 @@ impl AwsConfig {
         } else {
             get(TENANTS_SECRET)
         };
+        let sharing_keys_secret_id = if needs_tenants {
+            Some(required(SHARING_KEYS_SECRET))
+        } else {
+            get(SHARING_KEYS_SECRET)
+        };
         for (name, url) in [
             (OPERATIONS_QUEUE, &operations_queue_url),
             (WEBHOOK_QUEUE, &webhook_queue_url),
@@ -80,6 +88,7 @@ impl AwsConfig {
             webhook_dlq_url: get(WEBHOOK_DLQ).filter(|v| !v.trim().is_empty()),
             webhook_allow_http,
             tenants_secret_id,
+            sharing_keys_secret_id,
             catalog_file: get(CATALOG_FILE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),

@@ -50,6 +50,8 @@ pub enum AwsStartError {
     Webhooks(#[from] crate::webhooks::WebhookPolicyError),
     #[error("cannot build the webhook sender: {0}")]
     Sender(String),
+    #[error(transparent)]
+    SharingKeys(#[from] crate::sharing::token::KeySetError),
 }
 
 /// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
@@ -82,7 +84,7 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
         // Replaced by the API (`api_state`) with the key derived from the tenants' secret; the worker
         // never derives tokens.
         sharing: Arc::new(crate::sharing::SharingSettings::new(
-            crate::sharing::TokenKey::random(),
+            crate::sharing::TokenKeys::random(),
             crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
         )),
     }))
@@ -108,14 +110,20 @@ pub async fn api_state(
     let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
     let text = tenants::load_text(&aws_sdk_secretsmanager::Client::new(sdk), &secret_id).await?;
     let configs = tenants::parse(&text)?;
-    // Sharing tokens: the key is derived from the tenants' secret (server-side, never in the table).
-    broker.sharing = Arc::new(crate::sharing::SharingSettings::new(
-        crate::sharing::TokenKey::derive_from(text.as_bytes()),
-        crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
-    ));
-    let broker = Arc::new(broker);
+    // Sharing tokens: keys of their own (server-side, never in the table, apart from tenant credentials).
+    let keys_id = cfg.sharing_keys_secret_id.clone().unwrap_or_default();
+    let keys_text = tenants::load_text(&aws_sdk_secretsmanager::Client::new(sdk), &keys_id).await?;
+    let keys = crate::sharing::TokenKeys::parse(&keys_text, &format!("secret {keys_id}"))?;
     let tenants = Arc::new(crate::tenants::Tenants::new(configs, |s| {
         broker.catalog.service(s).is_some()
     })?);
+    broker.sharing = Arc::new(
+        crate::sharing::SharingSettings::new(
+            keys,
+            crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
+        )
+        .with_tenants(tenants.names()),
+    );
+    let broker = Arc::new(broker);
     Ok(crate::http::AppState::new(broker, tenants, body_limit))
 }

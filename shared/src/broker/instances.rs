@@ -168,7 +168,7 @@ impl Broker {
                 // --- sharing: a new owner's token and sharing rules, written with it ---
                 let mut sharing_writes = Vec::new();
                 if let Some((s, w)) = self
-                    .owner_setup(tenant, id, &plan, sharing_params, rules, now)
+                    .owner_setup(tenant, id, generation, &plan, sharing_params, rules, now)
                     .await?
                 {
                     instance.sharing = Some(s);
@@ -183,6 +183,7 @@ impl Broker {
                     Write::create(Record::Operation(op.clone())),
                 ];
                 writes.extend(sharing_writes);
+                super::sharing::too_many(writes.len())?;
                 let Some(launched) = self.launch(writes, 0, op).await? else {
                     return Ok(Attempt::Retry);
                 };

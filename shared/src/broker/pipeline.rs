@@ -315,6 +315,12 @@ impl Broker {
             let callbacks = created_callbacks(&writes);
             match self.store.commit(writes).await {
                 Ok(()) => {
+                    // sharing: a deleted owner (or one whose creation failed) leaves the rule items.
+                    if let Some(Record::Instance(i)) = &resource
+                        && matches!(i.state, InstanceState::Gone | InstanceState::CreateFailed)
+                    {
+                        self.prune_owner_rules(i).await;
+                    }
                     self.enqueue_callbacks(&callbacks).await?;
                     tracing::info!(operation = %fin.id, kind = fin.kind.as_str(), state = ?fin.state, "operation finished");
                     return Ok(Completed { op: fin, resource });

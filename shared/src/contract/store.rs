@@ -516,6 +516,7 @@ pub async fn sharing_records_are_read_by_key_in_one_batch(store: Arc<dyn Store>)
         owners: vec![crate::sharing::RuleOwner {
             owner_tenant: "t1".into(),
             owner_id: iid("owner"),
+            owner_generation: 1,
             plan_id: "plan".into(),
             sets: vec![serde_json::from_str(r#"{"tenant": "t2", "namespace": "ns"}"#).unwrap()],
         }],

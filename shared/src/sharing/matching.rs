@@ -73,7 +73,9 @@ impl RequestFacts {
                 set.get(name_key)
             }
         };
-        set.tenant() == self.tenant
+        // A set that does not pin one instance (stored before sets had to) matches nothing.
+        set.missing_pin().is_none()
+            && set.tenant() == self.tenant
             && eq(set.get("profile"), &self.profile)
             && eq(name("org_name", "org_guid"), &self.org_name)
             && eq(set.get("org_guid"), &self.org_guid)
@@ -120,29 +122,45 @@ mod tests {
         }
     }
 
+    /// `extra` added to a set pinned to the instance `db` in space `space-g` of tenant `cf2`.
+    fn pinned(extra: serde_json::Value) -> ConstraintSet {
+        let mut v = json!({"tenant": "cf2", "space_guid": "space-g", "instance_name": "db"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        set(v)
+    }
+
     #[test]
     fn every_key_must_match_and_guid_wins_over_name() {
         let f = cf();
-        assert!(f.matches(&set(json!({"tenant": "cf2"}))));
-        assert!(!f.matches(&set(json!({"tenant": "cf1"}))));
-        assert!(f.matches(&set(
-            json!({"tenant": "cf2", "org_name": "org", "space_guid": "space-g"})
-        )));
-        assert!(!f.matches(&set(
-            json!({"tenant": "cf2", "org_name": "org", "space_guid": "nope"})
-        )));
+        assert!(f.matches(&pinned(json!({}))));
+        assert!(!f.matches(&pinned(json!({"tenant": "cf1"}))));
+        assert!(f.matches(&pinned(json!({"org_name": "org"}))));
+        assert!(!f.matches(&pinned(json!({"space_guid": "nope"}))));
         // the wrong name is ignored next to the right guid
-        assert!(f.matches(&set(
-            json!({"tenant": "cf2", "org_name": "wrong", "org_guid": "org-g"})
+        assert!(f.matches(&pinned(json!({"org_name": "wrong", "org_guid": "org-g"}))));
+        assert!(!f.matches(&pinned(json!({"org_name": "wrong"}))));
+        assert!(f.matches(&pinned(
+            json!({"instance_name": "x", "service_instance_guid": "i-1"})
         )));
-        assert!(!f.matches(&set(json!({"tenant": "cf2", "org_name": "wrong"}))));
-        assert!(f.matches(&set(
-            json!({"tenant": "cf2", "instance_name": "x", "service_instance_guid": "i-1"})
-        )));
-        assert!(!f.matches(&set(
-            json!({"tenant": "cf2", "service_instance_guid": "i-2"})
-        )));
-        assert!(!f.matches(&set(json!({"tenant": "cf2", "profile": "kubernetes"}))));
+        assert!(!f.matches(&pinned(json!({"service_instance_guid": "i-2"}))));
+        assert!(!f.matches(&pinned(json!({"instance_name": "other-db"}))));
+        assert!(!f.matches(&pinned(json!({"profile": "kubernetes"}))));
+    }
+
+    #[test]
+    fn a_set_that_pins_no_instance_matches_nothing() {
+        let f = cf();
+        // Rules stored before sets had to pin one instance: they would match every provision.
+        for loose in [
+            json!({"tenant": "cf2"}),
+            json!({"tenant": "cf2", "space_guid": "space-g"}),
+            json!({"tenant": "cf2", "instance_name": "db"}),
+            json!({"tenant": "cf2", "org_guid": "org-g", "instance_name": "db"}),
+        ] {
+            assert!(!f.matches(&set(loose.clone())), "{loose}");
+        }
     }
 
     #[test]
@@ -152,16 +170,20 @@ mod tests {
             namespace: Some("ns".into()),
             username: Some("u".into()),
             groups: vec!["a".into(), "b".into()],
+            instance_guid: "g".into(),
             ..Default::default()
         };
-        assert!(f.matches(&set(json!({"tenant": "ks2", "namespace": "ns",
+        let ks = |extra: serde_json::Value| {
+            let mut v = json!({"tenant": "ks2", "service_instance_guid": "g"});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            set(v)
+        };
+        assert!(f.matches(&ks(json!({"namespace": "ns",
             "originating_identity_username": "u", "originating_identity_groups": ["b", "a"]}))));
-        assert!(!f.matches(&set(
-            json!({"tenant": "ks2", "originating_identity_groups": ["a", "c"]})
-        )));
-        assert!(!f.matches(&set(
-            json!({"tenant": "ks2", "originating_identity_username": "v"})
-        )));
-        assert!(!f.matches(&set(json!({"tenant": "ks2", "namespace": "other"}))));
+        assert!(!f.matches(&ks(json!({"originating_identity_groups": ["a", "c"]}))));
+        assert!(!f.matches(&ks(json!({"originating_identity_username": "v"}))));
+        assert!(!f.matches(&ks(json!({"namespace": "other"}))));
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 pub use params::{ConstraintSet, LeaseSelector, SharingParams, TokenAction};
-pub use token::{SharingSettings, TokenKey};
+pub use token::{SharingSettings, TokenKey, TokenKeys};
 
 /// The sharing state of an owner instance (kept in its instance record, version-checked with it).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -41,6 +41,9 @@ pub struct TokenState {
     pub expires_at: i64,
     /// Hex SHA-256 of the token: the key of its lookup item.
     pub hash: String,
+    /// Id of the key the token was derived with ("" for tokens made before keys had ids).
+    #[serde(default)]
+    pub key_id: String,
 }
 
 /// A lease as the owner record lists it.
@@ -121,6 +124,10 @@ impl Lease {
 pub struct RuleOwner {
     pub owner_tenant: String,
     pub owner_id: InstanceId,
+    /// The life of the owner id that wrote the entry (0: written before generations were kept), so that
+    /// pruning the entries of a deleted owner never removes those of a new life of its id.
+    #[serde(default)]
+    pub owner_generation: u64,
     pub plan_id: String,
     pub sets: Vec<ConstraintSet>,
 }

@@ -46,6 +46,28 @@ impl ConstraintSet {
     pub fn tenant(&self) -> &str {
         self.get("tenant").unwrap_or_default()
     }
+
+    /// What the set lacks to pin one instance, if anything: the set must name the instance
+    /// (`instance_name` or `service_instance_guid`) and where it lives (`space_guid`, or `space_name`
+    /// with its org; `namespace`; or the originating identity keys). Only a pinned set can make a lease:
+    /// a looser one would turn any provision of the offering by that tenant into a lease.
+    pub fn missing_pin(&self) -> Option<&'static str> {
+        let has = |k: &str| self.0.contains_key(k);
+        if !has("instance_name") && !has("service_instance_guid") {
+            return Some("the instance: 'instance_name' or 'service_instance_guid'");
+        }
+        let place = has("space_guid")
+            || (has("space_name") && (has("org_guid") || has("org_name")))
+            || has("namespace")
+            || has("originating_identity_username")
+            || has("originating_identity_groups");
+        if !place {
+            return Some(
+                "where the instance lives: 'space_guid' (or 'space_name' with 'org_guid' or 'org_name'), 'namespace', or 'originating_identity_username' / 'originating_identity_groups'",
+            );
+        }
+        None
+    }
 }
 
 /// What the owner asks of its token on update.
@@ -235,12 +257,27 @@ fn parse_set(v: &Value) -> Result<ConstraintSet, ParamError> {
             )));
         }
     }
-    if !set.contains_key("tenant") {
+    let Some(tenant) = set
+        .get("tenant")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
         return Err(bad(format!(
             "each entry of '{KEY}.sharing_to' needs a 'tenant'"
         )));
+    };
+    if !crate::tenants::valid_tenant_name(&tenant) {
+        return Err(bad(format!(
+            "'tenant' in '{KEY}.sharing_to' must be a tenant name (1-64 characters of a-z, 0-9, '-' or '_')"
+        )));
     }
-    Ok(ConstraintSet(set))
+    let set = ConstraintSet(set);
+    if let Some(missing) = set.missing_pin() {
+        return Err(bad(format!(
+            "each entry of '{KEY}.sharing_to' must pin one instance; this one for tenant '{tenant}' does not name {missing}"
+        )));
+    }
+    Ok(set)
 }
 
 /// Groups as a JSON array of strings or a JSON-encoded string of one.
@@ -335,7 +372,7 @@ mod tests {
     #[test]
     fn kebab_aliases_and_groups_as_string_become_canonical_and_are_removed() {
         let mut p = params(json!({"storage_gb": 2, "x_osb_cmdb": {"sharing-to": [
-            {"tenant": "ks2", "namespace": "ns", "originating-identity-groups": "[\"a\",\"b\"]"}],
+            {"tenant": "ks2", "namespace": "ns", "instance_name": "db", "originating-identity-groups": "[\"a\",\"b\"]"}],
             "purge-leases-on-delete": true}}));
         let s = take(&mut p, Request::Provision).unwrap();
         assert_eq!(p, params(json!({"storage_gb": 2})));
@@ -369,7 +406,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_naming_them() {
         for v in [
-            json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "a", "colour": "x"}]}}),
+            json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "a", "instance_name": "i", "namespace": "n", "colour": "x"}]}}),
             json!({"x_osb_cmdb": {"sharing_too": []}}),
         ] {
             let e = take(&mut params(v), Request::Provision).unwrap_err();
@@ -381,6 +418,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("needs a 'tenant'"), "{e}");
+    }
+
+    #[test]
+    fn a_set_must_pin_one_instance_and_where_it_lives() {
+        let missing = |set: Value| {
+            take(
+                &mut params(json!({"x_osb_cmdb": {"sharing_to": [set]}})),
+                Request::Provision,
+            )
+            .map(|_| ())
+            .map_err(|e| e.0)
+        };
+        // The seed's loose rules: a tenant alone, a space alone, an instance name without a place.
+        for set in [
+            json!({"tenant": "cf2"}),
+            json!({"tenant": "cf2", "space_guid": "s"}),
+            json!({"tenant": "cf2", "org_guid": "o", "instance_name": "db"}),
+            json!({"tenant": "cf2", "space_name": "s", "instance_name": "db"}),
+            json!({"tenant": "cf2", "profile": "cloudfoundry", "service_instance_guid": "g"}),
+        ] {
+            let e = missing(set.clone()).expect_err("not pinned");
+            assert!(e.contains("must pin one instance"), "{set}: {e}");
+            assert!(e.contains("'cf2'"), "{set}: {e}");
+        }
+        for set in [
+            json!({"tenant": "cf2", "space_guid": "s", "instance_name": "db"}),
+            json!({"tenant": "cf2", "space_name": "s", "org_name": "o", "instance_name": "db"}),
+            json!({"tenant": "ks2", "namespace": "n", "instance_name": "db"}),
+            json!({"tenant": "ks2", "originating_identity_username": "u", "service_instance_guid": "g"}),
+            json!({"tenant": "ks2", "originating_identity_groups": ["g"], "instance_name": "db"}),
+        ] {
+            assert_eq!(missing(set.clone()), Ok(()), "{set}");
+        }
+        let e = missing(json!({"tenant": "CF 2", "space_guid": "s", "instance_name": "db"}))
+            .expect_err("bad name");
+        assert!(e.contains("must be a tenant name"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ fn tenant(name: &str, services: Option<Vec<&str>>) -> TenantConfig {
         username: format!("user-{name}"),
         password: Secret::new(format!("pass-{name}")),
         services: services.map(|s| s.into_iter().map(String::from).collect()),
+        // The harness's tenants accept each other's sharing rules; tests of consent build their own.
+        accept_leases_from: osb_broker::tenants::AcceptLeases::Any,
     }
 }
 

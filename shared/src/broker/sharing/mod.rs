@@ -69,11 +69,28 @@ pub(super) enum DeleteSharing {
     Purge(Purge),
 }
 
+impl super::Broker {
+    /// `sharing_to` may name only configured tenants (a typo would otherwise share with nobody, or with
+    /// a tenant added later that the owner never meant).
+    pub(super) fn check_sharing_targets(&self, params: &SharingParams) -> Result<()> {
+        let (Some(known), Some(sets)) = (&self.sharing.tenants, &params.sharing_to) else {
+            return Ok(());
+        };
+        match sets.iter().find(|s| !known.contains(s.tenant())) {
+            Some(s) => Err(BrokerError::BadRequest(format!(
+                "'x_osb_cmdb.sharing_to' names tenant '{}', which is not a tenant of this broker",
+                s.tenant()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Refuses a change of `writes` records that one atomic store change (a DynamoDB transaction) cannot hold.
 pub(super) fn too_many(writes: usize) -> Result<()> {
     if writes > MAX_WRITES {
         return Err(BrokerError::Unprocessable(format!(
-            "this change would touch {writes} records, more than the {MAX_WRITES} one atomic change may hold: purge fewer leases at once"
+            "this change would touch {writes} records, more than the {MAX_WRITES} one atomic change may hold: share with fewer tenants or purge fewer leases at once"
         )));
     }
     Ok(())

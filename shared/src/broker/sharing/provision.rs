@@ -15,7 +15,7 @@ use crate::records::{Instance, InstanceState, RequestMeta};
 use crate::sharing::matching::RequestFacts;
 use crate::sharing::params::{self, Request};
 use crate::sharing::{Lease, LeaseOf, LeaseRef};
-use crate::tenants::Tenant;
+use crate::tenants::{AcceptLeases, Tenant};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the lease search of a provision found.
@@ -47,7 +47,9 @@ fn is_free(existing: &Option<Versioned<Instance>>) -> bool {
 
 fn usable(owner: &Instance) -> Result<()> {
     let why = match owner.state {
-        InstanceState::Ready | InstanceState::Updating => return Ok(()),
+        InstanceState::Ready => return Ok(()),
+        // An update in flight may change the plan the lease would share.
+        InstanceState::Updating => "it is being updated; retry when the update is over",
         InstanceState::Creating => "it is still being provisioned",
         InstanceState::CreateFailed => "its provisioning failed",
         InstanceState::Deleting => "it is being deleted",
@@ -78,6 +80,7 @@ impl Broker {
     ) -> Result<ProvisionSharing> {
         let params = params::take(&mut req.parameters, Request::Provision)
             .map_err(|e| BrokerError::BadRequest(e.0))?;
+        self.check_sharing_targets(&params)?;
         let owner = |req, params, prefetched| {
             Ok(ProvisionSharing::Owner {
                 req: Box::new(req),
@@ -122,6 +125,10 @@ impl Broker {
                 rules: Some(rules),
             });
         }
+        if params.token.is_none() && tenant.accept_leases_from == AcceptLeases::None {
+            // No tenant's rules may turn this tenant's provisions into leases: an ordinary provision.
+            return owner(req, params, None);
+        }
         let facts = RequestFacts::of(
             &tenant.name,
             tenant.profile.as_deref(),
@@ -158,7 +165,10 @@ impl Broker {
                     }
                     Record::ShareRules(rules) => {
                         for o in rules.owners {
-                            if o.sets.iter().any(|s| facts.matches(s)) {
+                            // Only the rules of tenants this tenant's operator consented to.
+                            if tenant.accept_leases_from.accepts(&o.owner_tenant)
+                                && o.sets.iter().any(|s| facts.matches(s))
+                            {
                                 candidates.push((o.owner_tenant, o.owner_id));
                             }
                         }
@@ -267,7 +277,8 @@ impl Broker {
                     !matches!(
                         o.item.state,
                         InstanceState::Gone | InstanceState::CreateFailed
-                    ) && s.sharing_to.iter().any(|set| facts.matches(set))
+                    ) && tenant.accept_leases_from.accepts(&o.item.tenant)
+                        && s.sharing_to.iter().any(|set| facts.matches(set))
                 }
             }
         });
@@ -347,7 +358,10 @@ impl Broker {
         let instance = Instance {
             tenant: tenant.name.clone(),
             id: id.clone(),
-            generation: existing.map_or(1, |e| e.item.generation + 1),
+            generation: crate::broker::pipeline::next_generation(
+                existing.map(|e| e.item.generation),
+                now,
+            ),
             service_id: owner.service_id.clone(),
             plan_id: owner.plan_id.clone(),
             organization_guid: req.organization_guid.clone(),

@@ -45,6 +45,7 @@ impl Broker {
         if !params.present {
             return Ok(UpdateSharing::NotSharing);
         }
+        self.check_sharing_targets(&params)?;
         let plan = self
             .catalog
             .plan_by_id(&cur.plan_id)
@@ -71,6 +72,7 @@ impl Broker {
                 self.rule_writes(
                     owner_tenant,
                     &cur.id,
+                    cur.generation,
                     &cur.plan_id,
                     &cur.service_id,
                     &mut sharing,

@@ -63,10 +63,19 @@ impl Broker {
         if let Some(t) = &sharing.token {
             view.insert(
                 "sharing_token".into(),
-                json!({
-                    "token": self.sharing.token(&cur.tenant, cur.id.as_str(), &t.nonce, t.expires_at),
-                    "expiration_date": rfc3339_ms(t.expires_at),
-                }),
+                match self.sharing.token(&cur.tenant, cur.id.as_str(), t) {
+                    Some(token) => json!({
+                        "token": token,
+                        "expiration_date": rfc3339_ms(t.expires_at),
+                    }),
+                    // The key it was made with is no longer configured: it still works until it expires
+                    // for whoever holds it, but cannot be shown again.
+                    None => json!({
+                        "token": null,
+                        "expiration_date": rfc3339_ms(t.expires_at),
+                        "description": "this token can no longer be shown (the key it was made with was rotated out): regenerate it with parameters x_osb_cmdb.sharing_token = \"regenerate\"",
+                    }),
+                },
             );
         }
         view.insert(
