@@ -232,6 +232,11 @@ pub struct Operation {
     /// bindings are made on its owner's backing instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_target: Option<crate::sharing::BackendTarget>,
+    /// Operations that must be final before this one's backend step runs (an owner's deprovision waits
+    /// for the unbinds of the leases it purged, so they never reach a backend that already deleted the
+    /// instance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<OperationKey>,
 }
 
 impl Operation {
@@ -266,6 +271,7 @@ impl Operation {
             created_at: job.started_at,
             updated_at: job.started_at,
             backend_target: None,
+            after: Vec::new(),
         }
     }
 

@@ -336,3 +336,271 @@ async fn a_purge_requested_with_a_webhook_gives_the_leasers_unbinds_no_webhook()
             .is_empty()
     );
 }
+
+/// The rule item of (offering, tenant `cf2`), as stored.
+async fn rules_for_cf2(h: &Harness) -> Vec<(String, u64)> {
+    let read = h
+        .broker
+        .store
+        .get_records(&[keys::share_rules_key(PG, "cf2")])
+        .await
+        .unwrap();
+    match read.into_iter().next().map(|r| r.item) {
+        Some(osb_broker::ports::Record::ShareRules(r)) => r
+            .owners
+            .into_iter()
+            .map(|o| (o.owner_id.to_string(), o.owner_generation))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn rule(name: &str) -> Value {
+    json!({"x_osb_cmdb": {"sharing_to": [{"tenant": "cf2", "space_guid": "space", "instance_name": name}]}})
+}
+
+#[tokio::test]
+async fn a_deleted_owner_leaves_the_rule_items_and_a_new_life_of_its_id_keeps_its_own_entry() {
+    let h = Harness::new();
+    h.provision("cf1", "owner", SMALL, rule("a"), false)
+        .await
+        .expect(StatusCode::CREATED);
+    h.provision("cf1", "other", SMALL, rule("b"), false)
+        .await
+        .expect(StatusCode::CREATED);
+    let first = rules_for_cf2(&h).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    let delete = format!("/v2/service_instances/owner?service_id={PG}&plan_id={SMALL}");
+    h.call("cf1", Method::DELETE, &delete, None)
+        .await
+        .expect(StatusCode::OK);
+    let after = rules_for_cf2(&h).await;
+    assert_eq!(
+        after.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        vec!["other"],
+        "the deleted owner's entry is pruned, the other owner's stays"
+    );
+    // The id provisioned again writes an entry of its new life.
+    h.clock.advance(Duration::from_millis(5));
+    h.provision("cf1", "owner", SMALL, rule("a"), false)
+        .await
+        .expect(StatusCode::CREATED);
+    let again = rules_for_cf2(&h).await;
+    let new_life = again.iter().find(|(id, _)| id == "owner").expect("entry");
+    let old_life = first.iter().find(|(id, _)| id == "owner").expect("entry");
+    assert!(new_life.1 > old_life.1, "{again:?} vs {first:?}");
+}
+
+#[tokio::test]
+async fn a_failed_owner_creation_leaves_the_rule_items() {
+    let h = Harness::new();
+    let mut params = rule("a");
+    params["simulate"] = json!({"fail": true});
+    let r = h.provision("cf1", "failing", SMALL, params, false).await;
+    assert!(
+        r.status.is_server_error() || r.status.is_client_error(),
+        "{r:?}"
+    );
+    assert_eq!(rules_for_cf2(&h).await, Vec::new());
+}
+
+#[tokio::test]
+async fn the_owners_sharing_with_one_tenant_are_bounded_with_a_clear_422() {
+    let h = Harness::new();
+    for n in 0..100 {
+        h.provision(
+            "cf1",
+            &format!("o{n}"),
+            SMALL,
+            rule(&format!("db{n}")),
+            false,
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+    let r = h
+        .provision("cf1", "one-too-many", SMALL, rule("x"), false)
+        .await;
+    r.expect(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("100 instances of this offering")),
+        "{r:?}"
+    );
+    get(&h, "cf1", "one-too-many")
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    // Revoking one makes room.
+    patch(&h, "o7", json!({"x_osb_cmdb": {"sharing_to": []}}))
+        .await
+        .expect(StatusCode::OK);
+    h.provision("cf1", "one-too-many", SMALL, rule("x"), false)
+        .await
+        .expect(StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_lost_token_key_file_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = osb_broker::config::BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..osb_broker::config::BrokerConfig::default()
+    };
+    let clock: std::sync::Arc<dyn osb_broker::ports::Clock> =
+        std::sync::Arc::new(osb_broker::ports::SystemClock);
+    drop(osb_broker::embedded::build(&cfg, clock.clone()).unwrap());
+    let file = dir.path().join("sharing-token-key");
+    let kept = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let e = osb_broker::embedded::build(&cfg, clock.clone())
+        .err()
+        .expect("no silent new key")
+        .to_string();
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("restore"),
+        "{e}"
+    );
+    assert!(!file.exists());
+    std::fs::write(&file, kept).unwrap();
+    osb_broker::embedded::build(&cfg, clock).unwrap();
+}
+
+#[tokio::test]
+async fn a_token_whose_key_was_rotated_out_is_not_shown_but_still_leases_until_it_expires() {
+    let h = Harness::new();
+    h.provision("cf1", "owner", SMALL, json!({}), false)
+        .await
+        .expect(StatusCode::CREATED);
+    let t = token(&get(&h, "cf1", "owner").await);
+    // Another process with a key set that no longer lists the token's key.
+    let mut broker = (*h.broker).clone();
+    broker.sharing = std::sync::Arc::new(
+        osb_broker::sharing::SharingSettings::new(osb_broker::sharing::TokenKeys::random(), 3600)
+            .with_tenants(h.state.tenants.names()),
+    );
+    let broker = std::sync::Arc::new(broker);
+    let state =
+        osb_broker::http::AppState::new(broker, h.state.tenants.clone(), h.state.body_limit);
+    let other = Harness::with_state(&h, state);
+    let view = get(&other, "cf1", "owner").await;
+    view.expect(StatusCode::OK);
+    let shown = &view.body["parameters"]["x_osb_cmdb"]["sharing_token"];
+    assert_eq!(shown["token"], Value::Null, "{view:?}");
+    assert!(
+        shown["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("regenerate")),
+        "{view:?}"
+    );
+    other
+        .provision("cf2", "lease", SMALL, json!({"sharing_token": t}), false)
+        .await
+        .expect(StatusCode::CREATED);
+}
+
+/// A backend that records the kind of every job it is asked to start, in order.
+struct Recording {
+    inner: std::sync::Arc<dyn osb_broker::ports::Backend>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<osb_broker::records::OperationKind>>>,
+}
+
+#[async_trait::async_trait]
+impl osb_broker::ports::Backend for Recording {
+    fn plan_job(
+        &self,
+        job: &osb_broker::ports::BackendJob,
+    ) -> Result<Option<u64>, osb_broker::ports::backend::BackendRejection> {
+        self.inner.plan_job(job)
+    }
+    async fn start(
+        &self,
+        job: &osb_broker::ports::BackendJob,
+    ) -> osb_broker::ports::backend::BackendResult {
+        self.calls.lock().unwrap().push(job.kind);
+        self.inner.start(job).await
+    }
+    async fn poll(
+        &self,
+        job: &osb_broker::ports::BackendJob,
+        handle: &str,
+    ) -> osb_broker::ports::backend::BackendResult {
+        self.inner.poll(job, handle).await
+    }
+}
+
+#[tokio::test]
+async fn a_purge_on_delete_unbinds_the_leases_before_the_owner_is_deprovisioned_and_a_failed_unbind_leaves_the_lease_deletable()
+ {
+    use osb_broker::records::OperationKind::{Deprovision, Unbind};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let h = Harness::wrapped(
+        move |inner| {
+            std::sync::Arc::new(Recording {
+                inner,
+                calls: recorded,
+            })
+        },
+        |s| s,
+    );
+    h.provision(
+        "cf1",
+        "owner",
+        SMALL,
+        json!({"x_osb_cmdb": {"purge_leases_on_delete": true}}),
+        false,
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let t = token(&get(&h, "cf1", "owner").await);
+    h.provision("cf2", "lease", SMALL, json!({"sharing_token": t}), false)
+        .await
+        .expect(StatusCode::CREATED);
+    let binding = "/v2/service_instances/lease/service_bindings/b1";
+    // The lease's binding refuses its first delete.
+    h.call(
+        "cf2",
+        Method::PUT,
+        binding,
+        Some(
+            json!({"service_id": PG, "plan_id": SMALL, "bind_resource": {"app_guid": "a"},
+                    "parameters": {"simulate": {"fail_delete": 1}}}),
+        ),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    calls.lock().unwrap().clear();
+    let q = format!("service_id={PG}&plan_id={SMALL}");
+    h.call(
+        "cf1",
+        Method::DELETE,
+        &format!("/v2/service_instances/owner?{q}"),
+        None,
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![Unbind, Deprovision],
+        "the purge's unbind reaches the backend first"
+    );
+    // The failed unbind left the binding on the orphaned lease; the owner is gone from the backend, so
+    // the leaser's unbind succeeds and the lease can be deleted.
+    h.call("cf2", Method::DELETE, &format!("{binding}?{q}"), None)
+        .await
+        .expect(StatusCode::OK);
+    h.call(
+        "cf2",
+        Method::DELETE,
+        &format!("/v2/service_instances/lease?{q}"),
+        None,
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        h.ledger(),
+        Vec::<String>::new(),
+        "nothing left on the backend"
+    );
+}

@@ -406,6 +406,8 @@ impl Broker {
                 p.apply_to(&mut instance);
                 writes.extend(p.writes);
                 purge_operations = p.operations;
+                // The leases' unbinds reach the backend before the owner's deprovision does.
+                op.after = purge_operations.clone();
                 // The instance and its operation join the batch: all must fit one transaction.
                 super::sharing::too_many(writes.len() + 2)?;
             }

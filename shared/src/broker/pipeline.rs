@@ -28,6 +28,10 @@ const FINAL_COMMIT_RETRIES: usize = 8;
 /// How soon the worker retries an operation whose backend could not be asked during the request.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
+/// Steps a synchronous request gives each operation it waits for before it gives up and leaves the rest
+/// to the worker.
+const PREDECESSOR_STEPS: usize = 3;
+
 /// The generation of an id used again (or for the first time): above every earlier one, also when the
 /// earlier record is gone (DynamoDB TTL removes tombstones), because it is at least the current time.
 pub(super) fn next_generation(previous: Option<u64>, now: i64) -> u64 {
@@ -203,12 +207,43 @@ impl Broker {
         .map(Some)
     }
 
+    /// Whether every operation `op` waits for is final.
+    pub(super) async fn predecessors_final(&self, op: &Operation) -> Result<bool> {
+        for key in &op.after {
+            if self
+                .store
+                .get_operation(key)
+                .await?
+                .is_some_and(|o| !o.item.is_final())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The backend step of a synchronous operation, in the request, then its final commit.
     async fn run_now(
         &self,
         op: Versioned<Operation>,
         resource: Versioned<Record>,
     ) -> Result<Launched> {
+        // The operations it waits for (a purge's unbinds) run first, here, as the worker would run them.
+        for key in &op.item.after {
+            for _ in 0..PREDECESSOR_STEPS {
+                if let super::WorkerStep::Finished = self.process_operation(key).await? {
+                    break;
+                }
+            }
+        }
+        if !self.predecessors_final(&op.item).await? {
+            self.enqueue(&op.item.key(), UNAVAILABLE_RETRY).await?;
+            return Err(BrokerError::BackendUnavailable(format!(
+                "the {} waits for operations that did not finish in time; it continues in the background as operation {}",
+                op.item.kind.as_str(),
+                op.item.id
+            )));
+        }
         let job = op.item.job();
         match self.backend.start(&job).await {
             Ok(BackendOutcome::Done(d)) => self

@@ -48,6 +48,10 @@ impl Broker {
                 return Ok(WorkerStep::Finished);
             }
             let now = self.clock.now_ms();
+            if op.backend_handle.is_none() && !self.predecessors_final(&op).await? {
+                // A purge's unbinds first: look again shortly (their own messages run them).
+                return Ok(WorkerStep::Again(Duration::from_secs(1)));
+            }
             let outcome = if op.deadline.is_some_and(|d| now > d) {
                 let secs = self
                     .catalog

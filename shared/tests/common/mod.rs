@@ -33,6 +33,7 @@ pub struct Harness {
     _dir: Arc<tempfile::TempDir>,
 }
 
+#[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
@@ -48,6 +49,16 @@ fn tenant(name: &str, services: Option<Vec<&str>>) -> TenantConfig {
         services: services.map(|s| s.into_iter().map(String::from).collect()),
         // The harness's tenants accept each other's sharing rules; tests of consent build their own.
         accept_leases_from: osb_broker::tenants::AcceptLeases::Any,
+    }
+}
+
+impl Resp {
+    /// Asserts the status, showing the body when it differs.
+    #[allow(dead_code)]
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Self {
+        assert_eq!(self.status, status, "{}", self.body);
+        self
     }
 }
 
@@ -92,6 +103,18 @@ impl Harness {
             broker,
             clock: h.clock,
             _dir: h._dir,
+        }
+    }
+
+    /// Another front end (another process's router) on the same broker data as `h`.
+    #[allow(dead_code)]
+    pub fn with_state(h: &Harness, state: osb_broker::http::AppState) -> Self {
+        Harness {
+            router: osb_broker::http::router(state.clone()),
+            broker: state.broker.clone(),
+            state,
+            clock: h.clock.clone(),
+            _dir: h._dir.clone(),
         }
     }
 
