@@ -108,11 +108,21 @@ pub async fn api_state(
 ) -> Result<crate::http::AppState, AwsStartError> {
     let mut broker = (*broker(cfg, sdk)?).clone();
     let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
-    let text = tenants::load_text(&aws_sdk_secretsmanager::Client::new(sdk), &secret_id).await?;
+    let text = tenants::load_text(
+        &aws_sdk_secretsmanager::Client::new(sdk),
+        &secret_id,
+        "tenants",
+    )
+    .await?;
     let configs = tenants::parse(&text)?;
     // Sharing tokens: keys of their own (server-side, never in the table, apart from tenant credentials).
     let keys_id = cfg.sharing_keys_secret_id.clone().unwrap_or_default();
-    let keys_text = tenants::load_text(&aws_sdk_secretsmanager::Client::new(sdk), &keys_id).await?;
+    let keys_text = tenants::load_text(
+        &aws_sdk_secretsmanager::Client::new(sdk),
+        &keys_id,
+        "sharing keys",
+    )
+    .await?;
     let keys = crate::sharing::TokenKeys::parse(&keys_text, &format!("secret {keys_id}"))?;
     let tenants = Arc::new(crate::tenants::Tenants::new(configs, |s| {
         broker.catalog.service(s).is_some()

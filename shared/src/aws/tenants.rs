@@ -16,12 +16,12 @@ enum SecretShape {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantSecretError {
-    #[error("cannot read the tenants secret: {0}")]
-    Read(String),
-    #[error("the tenants secret has no string value")]
-    NotAString,
+    #[error("cannot read the {0} secret: {1}")]
+    Read(&'static str, String),
+    #[error("the {0} secret has no string value")]
+    NotAString(&'static str),
     #[error(
-        "the tenants secret is not a tenant object or {{\"tenants\": [...]}} (fields: name, username, password, profile, services)"
+        "the tenants secret is not a tenant object or {{\"tenants\": [...]}} (fields: name, username, password, profile, services, accept_leases_from)"
     )]
     Shape,
 }
@@ -39,11 +39,15 @@ pub async fn load(
     client: &Client,
     secret_id: &str,
 ) -> Result<Vec<TenantConfig>, TenantSecretError> {
-    parse(&load_text(client, secret_id).await?)
+    parse(&load_text(client, secret_id, "tenants").await?)
 }
 
-/// The secret's text (the tenants, and the material the sharing token key is derived from).
-pub async fn load_text(client: &Client, secret_id: &str) -> Result<String, TenantSecretError> {
+/// A secret's text (`what`: which secret, for errors; the text is never in one).
+pub async fn load_text(
+    client: &Client,
+    secret_id: &str,
+    what: &'static str,
+) -> Result<String, TenantSecretError> {
     let out = client
         .get_secret_value()
         .secret_id(secret_id)
@@ -51,6 +55,7 @@ pub async fn load_text(client: &Client, secret_id: &str) -> Result<String, Tenan
         .await
         .map_err(|e| {
             TenantSecretError::Read(
+                what,
                 e.as_service_error()
                     .and_then(|s| s.code())
                     .unwrap_or("request failed")
@@ -59,7 +64,7 @@ pub async fn load_text(client: &Client, secret_id: &str) -> Result<String, Tenan
         })?;
     Ok(out
         .secret_string()
-        .ok_or(TenantSecretError::NotAString)?
+        .ok_or(TenantSecretError::NotAString(what))?
         .to_owned())
 }
 
