@@ -103,6 +103,21 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
     }
 }
 
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The checkpoint thread: a passive checkpoint (never waits for readers or the writer, which keep going
+/// meanwhile) every `CHECKPOINT_EVERY` while the store is open. A checkpoint that copied every frame lets
+/// the next commit start the WAL over, so it stays small.
+fn checkpoint_loop(conn: Connection, alive: Weak<Inner>) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+        }
+    }
+}
+
 fn run_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<(), StoreError>> {
     match try_group(conn, group) {
         Ok(outcomes) => outcomes,
@@ -188,18 +203,28 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let writer = open(&path, sync)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Checkpoints (copying the WAL into the database file, with an fsync of it) run on a thread of
+        // their own: inside a commit they would stall every writer waiting behind it for the fsync.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(unavailable)?;
+        let checkpointer = open(&path, sync)?;
         let (jobs, inbox) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, inbox))
             .map_err(unavailable)?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path,
-                sync,
-                writer: jobs,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path,
+            sync,
+            writer: jobs,
+        });
+        let alive = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, alive))
+            .map_err(unavailable)?;
+        Ok(SqliteStore { inner })
     }
 
     /// A point read (a few items by key): on this thread.
