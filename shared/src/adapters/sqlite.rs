@@ -315,26 +315,31 @@ impl SqliteStore {
 
 fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
     let (pk, sk, kind) = keys::record_key(&write.record);
-    let current: Option<i64> = tx
-        .prepare_cached("SELECT version FROM items WHERE pk = ?1 AND sk = ?2")
-        .map_err(unavailable)?
-        .query_row(params![pk, sk], |r| r.get(0))
-        .optional()
-        .map_err(unavailable)?;
-    let next = match (write.expected, current) {
-        (Expected::Absent, None) => 1,
-        (Expected::Version(v), Some(c)) if c as u64 == v => v + 1,
-        _ => return Err(StoreError::Conflict),
-    };
     let unfinished = keys::index_shard(&write.record).is_some();
     let body = keys::encode_record(&write.record).map_err(StoreError::Corrupt)?;
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .map_err(unavailable)?
-    .execute(params![pk, sk, kind, next as i64, unfinished as i64, body])
+    // One statement per write, the expectation in its own condition: a conflict changes no row.
+    let changed = match write.expected {
+        Expected::Absent => tx
+            .prepare_cached(
+                "INSERT INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, 1, ?4, ?5) \
+                 ON CONFLICT (pk, sk) DO NOTHING",
+            )
+            .map_err(unavailable)?
+            .execute(params![pk, sk, kind, unfinished as i64, body]),
+        Expected::Version(v) => tx
+            .prepare_cached(
+                "UPDATE items SET kind = ?3, version = ?4 + 1, unfinished = ?5, body = ?6 \
+                 WHERE pk = ?1 AND sk = ?2 AND version = ?4",
+            )
+            .map_err(unavailable)?
+            .execute(params![pk, sk, kind, v as i64, unfinished as i64, body]),
+    }
     .map_err(unavailable)?;
-    Ok(())
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
 }
 
 #[async_trait]
