@@ -145,7 +145,7 @@ pub const PENDING_CALLBACKS: &str = "C#";
 /// everything else.
 pub fn index_shard(record: &Record) -> Option<String> {
     let (family, key) = match record {
-        Record::Operation(o) if o.state == OperationState::InProgress => {
+        Record::Operation(o) if o.state == OperationState::InProgress || o.compensation_pending => {
             (UNFINISHED_OPERATIONS, o.key())
         }
         Record::Callback(c) if !c.state.is_final() => (PENDING_CALLBACKS, c.key()),

@@ -237,6 +237,11 @@ pub struct Operation {
     /// instance).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<OperationKey>,
+    /// A provision or bind that the backend completed after the operation was finalized otherwise (a
+    /// delete cancelled it) and whose undo has not succeeded yet: listed as unfinished, so the sweep
+    /// re-drives the undo until it does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compensation_pending: bool,
 }
 
 impl Operation {
@@ -272,6 +277,7 @@ impl Operation {
             updated_at: job.started_at,
             backend_target: None,
             after: Vec::new(),
+            compensation_pending: false,
         }
     }
 

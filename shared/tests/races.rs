@@ -26,6 +26,8 @@ struct GatedBackend {
     entered: Notify,
     release: Semaphore,
     calls: Mutex<Vec<OperationKind>>,
+    /// The backend is unreachable for this many deprovision calls after the first (0: never).
+    unreachable_deprovisions: std::sync::atomic::AtomicUsize,
 }
 
 impl GatedBackend {
@@ -37,6 +39,7 @@ impl GatedBackend {
             entered: Notify::new(),
             release: Semaphore::new(0),
             calls: Mutex::new(Vec::new()),
+            unreachable_deprovisions: 0.into(),
         })
     }
     fn calls(&self, kind: OperationKind) -> usize {
@@ -56,6 +59,15 @@ impl Backend for GatedBackend {
     }
     async fn start(&self, job: &BackendJob) -> BackendResult {
         self.calls.lock().unwrap().push(job.kind);
+        if job.kind == OperationKind::Deprovision
+            && self.calls(OperationKind::Deprovision) > 1
+            && self
+                .unreachable_deprovisions
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(osb_broker::ports::BackendError("unreachable".into()));
+        }
         if job.kind == self.kind && self.armed.swap(false, Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.acquire().await.unwrap().forget();
@@ -274,5 +286,71 @@ async fn a_sync_provision_cancelled_by_a_delete_while_in_the_backend_is_compensa
         h.ledger().is_empty(),
         "left on the backend: {:?}",
         h.ledger()
+    );
+}
+
+#[tokio::test]
+async fn a_compensation_that_fails_is_recorded_and_the_sweep_finishes_it() {
+    let (h, gate) = gated_backend(OperationKind::Provision);
+    gate.unreachable_deprovisions.store(1, Ordering::SeqCst);
+    let provision = tokio::spawn({
+        let h = h.clone();
+        async move { h.provision("cf1", "i1", SMALL, json!({}), false).await }
+    });
+    gate.entered.notified().await;
+    let d = delete(&h, "i1").await;
+    assert!(d.status.is_success(), "{} {}", d.status, d.body);
+    gate.release.add_permits(1);
+    let p = provision.await.unwrap();
+    assert!(!p.status.is_success(), "{} {}", p.status, p.body);
+    // The undo could not reach the backend: the resource is still there, and the record says so.
+    assert_eq!(h.ledger().len(), 1, "{:?}", h.ledger());
+    let listed = h
+        .broker
+        .store
+        .unfinished_operations(None, 100)
+        .await
+        .unwrap();
+    let pending: Vec<_> = {
+        let mut out = Vec::new();
+        for k in &listed.keys {
+            if let Some(op) = h.broker.store.get_operation(k).await.unwrap()
+                && op.item.compensation_pending
+            {
+                out.push(k.clone());
+            }
+        }
+        out
+    };
+    assert_eq!(
+        pending.len(),
+        1,
+        "the cancelled provision is listed for the sweep"
+    );
+    // The sweep re-drives it once it is stalled; the worker runs the undo with the same operation id.
+    h.clock.advance(std::time::Duration::from_secs(3600));
+    assert_eq!(h.broker.sweep_stalled().await.unwrap().redriven, 1);
+    h.complete(&pending[0], 3).await;
+    assert!(
+        h.ledger().is_empty(),
+        "left on the backend: {:?}",
+        h.ledger()
+    );
+    let op = h
+        .broker
+        .store
+        .get_operation(&pending[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!op.item.compensation_pending);
+    assert!(
+        h.broker
+            .store
+            .unfinished_operations(None, 100)
+            .await
+            .unwrap()
+            .keys
+            .is_empty()
     );
 }

@@ -369,9 +369,14 @@ impl Broker {
                 )));
             };
             if current.item.is_final() {
-                if outcome.is_ok() && current.item.state != OperationState::Succeeded {
-                    self.compensate(&op.item).await;
-                }
+                let current = if outcome.is_ok()
+                    && current.item.state != OperationState::Succeeded
+                    && matches!(op.item.kind, OperationKind::Provision | OperationKind::Bind)
+                {
+                    self.compensate(current).await?
+                } else {
+                    current
+                };
                 let resource = self.read_resource(&current.item).await?.map(|v| v.item);
                 return Ok(Completed {
                     op: current.item,
@@ -384,26 +389,70 @@ impl Broker {
     }
 
     /// Undoes a provision or bind that succeeded in the backend after its operation was finalized
-    /// otherwise, so no resource is left that no record knows about.
-    async fn compensate(&self, op: &Operation) {
-        if !matches!(op.kind, OperationKind::Provision | OperationKind::Bind) {
-            return;
+    /// otherwise (`current`, as read), so no resource is left that no record knows about. The undo is
+    /// recorded first (`compensation_pending`, which lists the operation as unfinished), then run, then
+    /// cleared: a failure or a crash in between leaves it for the sweep, which runs it again
+    /// (`finish_compensation`) until it succeeds.
+    async fn compensate(&self, current: Versioned<Operation>) -> Result<Versioned<Operation>> {
+        let mut pending = current.item.clone();
+        pending.compensation_pending = true;
+        pending.updated_at = self.clock.now_ms();
+        let marked = Versioned {
+            version: current.version + 1,
+            item: pending.clone(),
+        };
+        match self
+            .store
+            .commit(vec![Write::replace(
+                Record::Operation(pending),
+                current.version,
+            )])
+            .await
+        {
+            Ok(()) => {}
+            // Someone else changed the final record meanwhile (another compensation): theirs stands.
+            Err(StoreError::Conflict) => return Ok(current),
+            Err(e) => return Err(e.into()),
         }
-        let undo = op.job().compensation();
-        match self.backend.start(&undo).await {
+        self.finish_compensation(marked).await
+    }
+
+    /// Runs the undo of an operation marked `compensation_pending` and clears the mark once it succeeded
+    /// (the same operation id: the backend's deletes are idempotent). Returns the operation as it is now.
+    pub(super) async fn finish_compensation(
+        &self,
+        op: Versioned<Operation>,
+    ) -> Result<Versioned<Operation>> {
+        let undo = op.item.job().compensation();
+        let why = match self.backend.start(&undo).await {
             Ok(BackendOutcome::Done(_)) => {
-                tracing::warn!(operation = %op.id, kind = op.kind.as_str(), "compensated a backend success whose operation had been cancelled")
-            }
-            other => {
-                let why = match other {
-                    Ok(BackendOutcome::Failed(d)) => d,
-                    Ok(BackendOutcome::InProgress { .. }) => "still in progress".into(),
-                    Err(e) => e.to_string(),
-                    Ok(BackendOutcome::Done(_)) => String::new(),
+                tracing::warn!(operation = %op.item.id, kind = op.item.kind.as_str(), "compensated a backend success whose operation had been cancelled");
+                let mut done = op.item.clone();
+                done.compensation_pending = false;
+                done.updated_at = self.clock.now_ms();
+                return match self
+                    .store
+                    .commit(vec![Write::replace(
+                        Record::Operation(done.clone()),
+                        op.version,
+                    )])
+                    .await
+                {
+                    Ok(()) => Ok(Versioned {
+                        item: done,
+                        version: op.version + 1,
+                    }),
+                    // Another run cleared it first.
+                    Err(StoreError::Conflict) => Ok(op),
+                    Err(e) => Err(e.into()),
                 };
-                tracing::error!(operation = %op.id, kind = op.kind.as_str(), error = %why, "could not compensate a backend success whose operation had been cancelled")
             }
-        }
+            Ok(BackendOutcome::Failed(d)) => d,
+            Ok(BackendOutcome::InProgress { .. }) => "still in progress".into(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(operation = %op.item.id, kind = op.item.kind.as_str(), error = %why, "could not yet compensate a backend success whose operation had been cancelled; the sweep tries again");
+        Ok(op)
     }
 }
 

@@ -124,7 +124,7 @@ impl Broker {
         let expected = Duration::from_secs(op.retry_after_secs)
             .min(MAX_DELAY)
             .max(HEARTBEAT);
-        !op.is_final()
+        (!op.is_final() || op.compensation_pending)
             && self.clock.now_ms() - op.updated_at > (expected + STALL_GRACE).as_millis() as i64
     }
 

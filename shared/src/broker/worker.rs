@@ -17,6 +17,9 @@ pub use super::sweep::{SWEEP_CONCURRENCY, SWEEP_PAGE, SweepCounts, SweepReport};
 /// How often a worker step still in progress refreshes the operation's `updated_at`.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// How soon the worker tries a failed compensation again (the sweep re-drives it too).
+const UNDO_RETRY: Duration = Duration::from_secs(30);
+
 /// Slack allowed before an operation in progress counts as stalled (no message carries it any more).
 /// Longer than the operations queue's visibility timeout (190 s in the template), so a message that a failed
 /// worker left for redelivery is not taken for lost.
@@ -39,6 +42,17 @@ impl Broker {
                 tracing::warn!(operation = %key.operation_id, "message for an unknown operation; dropped");
                 return Ok(WorkerStep::Finished);
             };
+            if op.is_final() && op.compensation_pending {
+                // A cancelled creation the backend completed anyway: its undo (re-driven by the sweep).
+                let after = self
+                    .finish_compensation(Versioned { item: op, version })
+                    .await?;
+                return Ok(if after.item.compensation_pending {
+                    WorkerStep::Again(UNDO_RETRY)
+                } else {
+                    WorkerStep::Finished
+                });
+            }
             if op.is_final() {
                 // A redelivered message of a finished operation: the worker may have died between the
                 // final commit and the webhook queue send. A duplicate callback message sends nothing.
