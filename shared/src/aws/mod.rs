@@ -16,11 +16,15 @@ pub use sqs::SqsQueue;
 /// The logging of every Lambda function: JSON lines (CloudWatch Logs Insights reads their fields), level
 /// from `RUST_LOG` (default `info`), no timestamp (Lambda adds its own).
 pub fn init_lambda_tracing() {
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Never the PostgreSQL client's statement texts (a CREATE ROLE carries a password verifier).
+    if let Ok(d) = crate::backends::postgresql::SQL_LOG_DIRECTIVE.parse() {
+        filter = filter.add_directive(d);
+    }
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .without_time()
         .init();
 }

@@ -119,6 +119,8 @@ impl PgEnv {
     /// The broker's configuration for this server with the test catalog.
     pub fn broker_config(&self, prefix: &str, cfg: &mut BrokerConfig) {
         cfg.catalog = Some(catalog("test"));
+        // The harness's `limited` tenant names a service of the demo catalog only.
+        cfg.tenants.retain(|t| t.name != "limited");
         cfg.postgresql_servers
             .insert("test".into(), self.server_config(prefix));
     }

@@ -28,6 +28,10 @@ use std::sync::Arc;
 pub use config::{ServerConfig, ServerConfigError, TlsMode};
 pub use names::InstanceNames;
 
+/// The log filter directive every binary adds: the PostgreSQL client logs each statement's text at
+/// `debug`, and a `CREATE ROLE` statement carries a binding's password verifier.
+pub const SQL_LOG_DIRECTIVE: &str = "tokio_postgres=warn";
+
 /// The provision and update parameter naming the extensions to create.
 pub const EXTENSIONS_PARAM: &str = "extensions";
 
