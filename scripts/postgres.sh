@@ -103,9 +103,11 @@ out=${1:-.pg-local}
 mkdir -p "$out"
 umask 077
 printf '%s' "$admin_password" >"$out/pg-admin-password"
-sed -e "s/@PORT@/$port/" -e "s#@PASSWORD_FILE@#$(cd "$out" && pwd)/pg-admin-password#" \
+abs_out=$(cd "$out" && pwd)
+sed -e "s/@PORT@/$port/" -e "s#@PASSWORD_FILE@#$abs_out/pg-admin-password#" \
+  -e "s#^data_dir = .*#data_dir = \"$abs_out/data\"#" \
   docs/examples/postgresql.toml >"$out/broker.toml"
 cp docs/examples/postgresql-catalog.json "$out/catalog.json"
 echo "==> broker config in $out/broker.toml; run: cargo run --release -p osb-local -- --config $out/broker.toml"
 echo "==> Ctrl-C stops the server and removes its data"
-while true; do sleep 3600; done
+while true; do sleep 3600 & wait $!; done

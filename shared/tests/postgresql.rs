@@ -902,3 +902,55 @@ async fn the_sharing_story_on_a_real_server() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(pg.env.resources(&pg.prefix).await, (vec![], vec![]));
 }
+
+#[test]
+fn the_example_configuration_of_the_readme_loads_and_names_fields_when_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pw = dir.path().join("pg-admin-password");
+    std::fs::write(&pw, "example-secret\n").unwrap();
+    let text = std::fs::read_to_string(root.join("docs/examples/postgresql.toml"))
+        .unwrap()
+        .replace("@PORT@", "5432")
+        .replace("@PASSWORD_FILE@", pw.to_str().unwrap());
+    std::fs::write(dir.path().join("broker.toml"), &text).unwrap();
+    std::fs::copy(
+        root.join("docs/examples/postgresql-catalog.json"),
+        dir.path().join("catalog.json"),
+    )
+    .unwrap();
+    let mut cfg = osb_broker::config::BrokerConfig::load(&dir.path().join("broker.toml")).unwrap();
+    cfg.data_dir = dir.path().join("data");
+    let servers = cfg.postgresql_servers().unwrap();
+    assert_eq!(servers[0].password.expose(), "example-secret");
+    assert!(!format!("{servers:?}").contains("example-secret"));
+    // Building the broker connects to nothing: it starts even while the server is down.
+    osb_broker::embedded::build_default(&cfg).unwrap();
+
+    // A plan naming a server the configuration lacks stops start-up, naming both.
+    let mut unknown = cfg.clone();
+    unknown.postgresql_servers.clear();
+    let e = osb_broker::embedded::build_default(&unknown)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("backend.server 'local'") && e.contains("0c5a1e0e-8f1b-4d52-9a0e-5b0f6c2d7a11"),
+        "{e}"
+    );
+    // A bad server field is named.
+    let mut bad = cfg.clone();
+    bad.postgresql_servers
+        .get_mut("local")
+        .unwrap()
+        .database_prefix = "Has-Caps".into();
+    let e = osb_broker::embedded::build_default(&bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("postgresql_servers.local.database_prefix"),
+        "{e}"
+    );
+    assert!(!e.contains("example-secret"));
+}
