@@ -102,6 +102,7 @@ async fn env() -> Env {
         webhook_allow_http: false,
         tenants_secret_id: Some(secret_id),
         catalog_file: None,
+        postgres_secret_id: None,
     };
     let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
         .await
