@@ -841,8 +841,9 @@ async fn the_sharing_story_on_a_real_server() {
         .await
         .unwrap();
 
-    // A lease binding with a binding id the owner already uses would be the owner's own role (the
-    // backend job carries the owner's identity): the backend refuses it instead of sharing the role.
+    // A lease binding with a binding id the owner already uses, in the same binding generation (the manual
+    // clock has not moved), would be the owner's own role (the backend job carries the owner's identity):
+    // the backend refuses it instead of sharing the role.
     let clash = pg.bind_with("cf2", "lease", "ob", PG_PLAN, json!({})).await;
     assert_ne!(clash.status, StatusCode::CREATED, "{}", clash.body);
     assert!(clash.body.get("credentials").is_none(), "{}", clash.body);
