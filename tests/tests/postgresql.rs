@@ -3,6 +3,7 @@
 //! `scripts/test.sh`): the broker is killed (SIGKILL) right after accepting an asynchronous provision and
 //! restarted; the provision completes, the database is there once, a binding's credentials log in, and
 //! deprovision leaves nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::*;
 use serde_json::json;
