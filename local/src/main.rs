@@ -40,7 +40,9 @@ fn parse_args() -> anyhow::Result<BrokerConfig> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into())
+                .add_directive(osb_broker::backends::postgresql::SQL_LOG_DIRECTIVE.parse()?),
         )
         .init();
     let cfg = parse_args()?;

@@ -36,6 +36,19 @@ by_type = lambda t: {k: v for k, v in resources.items() if v["Type"] == t}  # no
 functions = by_type("AWS::Serverless::Function")
 
 
+def branches(value) -> list:
+    """The values an item may take: both branches of an Fn::If (AWS::NoValue dropped), else the item itself."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        _, yes, no = value["Fn::If"]
+        return [v for b in (yes, no) for v in branches(b) if v != {"Ref": "AWS::NoValue"}]
+    return [value]
+
+
+def policies(role: dict) -> list[dict]:
+    """A role's inline policies, those under a condition included."""
+    return [p for item in role["Properties"].get("Policies", []) for p in branches(item)]
+
+
 def prop(fn: dict, name: str):
     return fn.get("Properties", {}).get(name, glob.get(name))
 
@@ -122,7 +135,7 @@ for name, api in by_type("AWS::Serverless::HttpApi").items():
 
 # IAM: no wildcard resources or actions in our roles.
 for name, role in by_type("AWS::IAM::Role").items():
-    for policy in role["Properties"].get("Policies", []):
+    for policy in policies(role):
         for st in policy["PolicyDocument"]["Statement"]:
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
             check(st.get("Resource") != "*", f"{name}/{st.get('Sid')}: Resource '*'")
@@ -158,7 +171,7 @@ check("Scan" not in used["dynamodb"], "shared/src/aws/dynamodb.rs calls Scan")
 
 def granted(role: str, resource: str) -> set[str]:
     actions: set[str] = set()
-    for policy in resources[role]["Properties"].get("Policies", []):
+    for policy in policies(resources[role]):
         for st in policy["PolicyDocument"]["Statement"]:
             if st.get("Effect") == "Allow" and ref_name(st.get("Resource")) == resource:
                 actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
@@ -189,11 +202,82 @@ check(bool(used["dynamodb"]) and "SendMessage" in used["sqs"], "found no SDK cal
 
 # Indexes the store queries: defined on the table and queryable by the worker (it sweeps unfinished operations).
 dynamodb_rs = (ROOT / "shared/src/aws/dynamodb.rs").read_text()
-worker_resources = json.dumps([st.get("Resource") for p in resources["WorkerFunctionRole"]["Properties"]["Policies"]
+worker_resources = json.dumps([st.get("Resource") for p in policies(resources["WorkerFunctionRole"])
                                for st in p["PolicyDocument"]["Statement"] if "dynamodb:Query" in st["Action"]])
 for index in re.findall(r'pub const \w*INDEX\w*: &str = "([^"]+)";', dynamodb_rs):
     check(index in indexes, f"Table: no GSI {index} (shared/src/aws/dynamodb.rs)")
     check(f"/index/{index}" in worker_resources, f"WorkerFunctionRole: no dynamodb:Query on index {index}")
+
+# PostgreSQL: the admin secret is a parameter (an ARN), read by the API and the worker only, granted to them only.
+params = template.get("Parameters", {})
+check("PostgresAdminSecretArn" in params, "Parameters: PostgresAdminSecretArn (the PostgreSQL admin secret) missing")
+for fn_name in ("ApiFunction", "WorkerFunction"):
+    env = functions[fn_name]["Properties"].get("Environment", {}).get("Variables", {})
+    check(ref_name(env.get("OSB_POSTGRES_SECRET_ID")) == "PostgresAdminSecretArn",
+          f"{fn_name}: OSB_POSTGRES_SECRET_ID must be the PostgresAdminSecretArn parameter")
+for role in ("ApiFunctionRole", "WorkerFunctionRole"):
+    check("secretsmanager:GetSecretValue" in granted(role, "PostgresAdminSecretArn"),
+          f"{role}: secretsmanager:GetSecretValue on PostgresAdminSecretArn not granted (aws/postgres.rs reads it)")
+check("PostgresAdminSecretArn" not in webhook_grants, "WebhookFunctionRole must not read the PostgreSQL admin secret")
+
+# VPC: the functions that reach the database may run in a VPC; the webhook sender never does (checked above).
+# Every AWS service a VPC function calls (what its role grants, but logs: Lambda ships those itself) must be
+# reachable in each VpcEndpoints mode: `create` makes an endpoint for it here; `existing-routing` is the
+# operator's statement that routing exists (a NAT gateway or their own endpoints), which the parameter says.
+conditions = template.get("Conditions", {})
+in_vpc = json.dumps(conditions.get("InVpc", {}))
+check("VpcSubnetIds" in in_vpc, "Conditions: InVpc must test the VpcSubnetIds parameter")
+create_cond = json.dumps(conditions.get("CreateVpcEndpoints", {}))
+check("InVpc" in create_cond and '"create"' in create_cond,
+      "Conditions: CreateVpcEndpoints must be InVpc and VpcEndpoints = create")
+check(sorted(params.get("VpcEndpoints", {}).get("AllowedValues", [])) == ["create", "existing-routing"],
+      "Parameters: VpcEndpoints must allow exactly create and existing-routing")
+endpoints = {}
+for name, ep in by_type("AWS::EC2::VPCEndpoint").items():
+    m = re.search(r"com\.amazonaws\.\$\{AWS::Region\}\.([a-z0-9-]+)", json.dumps(ep["Properties"].get("ServiceName")))
+    check(m is not None, f"{name}: ServiceName must be com.amazonaws.${{AWS::Region}}.<service>")
+    if m:
+        endpoints[m.group(1)] = (name, ep)
+vpc_functions = []
+for fn_name, fn in functions.items():
+    vpc = fn.get("Properties", {}).get("VpcConfig")
+    if vpc is None:
+        continue
+    vpc_functions.append(fn_name)
+    check(isinstance(vpc, dict) and vpc.get("Fn::If", [None])[0] == "InVpc",
+          f"{fn_name}: VpcConfig must be !If [InVpc, …, AWS::NoValue] (no VPC unless subnets are given)")
+    cfgs = branches(vpc)
+    check(len(cfgs) == 1 and ref_name(cfgs[0].get("SubnetIds")) == "VpcSubnetIds"
+          and ref_name(cfgs[0].get("SecurityGroupIds")) == "VpcSecurityGroupIds",
+          f"{fn_name}: VpcConfig must use VpcSubnetIds and VpcSecurityGroupIds")
+    role = ref_name(fn["Properties"]["Role"])
+    managed = json.dumps(resources[role]["Properties"].get("ManagedPolicyArns", ""))
+    check("AWSLambdaVPCAccessExecutionRole" in managed and "InVpc" in managed,
+          f"{role}: needs AWSLambdaVPCAccessExecutionRole when InVpc (ENIs)")
+    called = set()
+    for policy in policies(resources[role]):
+        for st in policy["PolicyDocument"]["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            called |= {a.split(":")[0] for a in actions} - {"logs"}
+    check(bool(called), f"{fn_name}: found no AWS service in {role} (parser drift?)")
+    for service in sorted(called):
+        if service not in endpoints:
+            problems.append(f"{fn_name} calls {service} from the VPC, but VpcEndpoints=create makes no endpoint for it")
+            continue
+        ep_name, ep = endpoints[service]
+        p = ep["Properties"]
+        check(ep.get("Condition") == "CreateVpcEndpoints", f"{ep_name}: must have Condition CreateVpcEndpoints")
+        check(ref_name(p.get("VpcId")) == "VpcId", f"{ep_name}: VpcId must be the VpcId parameter")
+        if service == "dynamodb":
+            check(p.get("VpcEndpointType") == "Gateway" and ref_name(p.get("RouteTableIds")) == "VpcRouteTableIds",
+                  f"{ep_name}: DynamoDB needs a Gateway endpoint on VpcRouteTableIds")
+        else:
+            check(p.get("VpcEndpointType") == "Interface" and p.get("PrivateDnsEnabled") is True
+                  and ref_name(p.get("SubnetIds")) == "VpcSubnetIds"
+                  and ref_name(p.get("SecurityGroupIds")) == "VpcSecurityGroupIds",
+                  f"{ep_name}: {service} needs an Interface endpoint with private DNS in VpcSubnetIds/VpcSecurityGroupIds")
+check(sorted(vpc_functions) == ["ApiFunction", "WorkerFunction"],
+      f"VPC functions are {sorted(vpc_functions)}: ApiFunction and WorkerFunction reach the database")
 
 # The secrets are generated, never plain text.
 for name in ("TenantsSecret", "SharingKeysSecret"):

@@ -1,6 +1,7 @@
 //! The service catalog: the operator's offerings and plans (OSB fields plus each plan's backend settings),
 //! validated once at start-up, with the plans' parameter schemas compiled for request validation.
 
+use crate::backends::postgresql::PostgresPlan;
 use crate::backends::simulated::SimulatedPlan;
 use crate::model::{MaintenanceInfo, Object};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,31 @@ pub struct Plan {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackendConfig {
     Simulated(SimulatedPlan),
+    /// A database per instance on a named PostgreSQL server (`[postgresql_servers.NAME]`).
+    Postgresql(PostgresPlan),
+}
+
+impl BackendConfig {
+    /// Whether binding needs `bind_resource.app_guid`.
+    pub fn requires_app(&self) -> bool {
+        match self {
+            BackendConfig::Simulated(s) => s.requires_app,
+            BackendConfig::Postgresql(p) => p.requires_app,
+        }
+    }
+
+    /// The PostgreSQL server the plan uses, if any.
+    pub fn postgresql_server(&self) -> Option<&str> {
+        match self {
+            BackendConfig::Postgresql(p) => Some(&p.server),
+            BackendConfig::Simulated(_) => None,
+        }
+    }
+
+    /// Which backend serves the plan (a plan change must stay on it).
+    fn home(&self) -> Option<&str> {
+        self.postgresql_server()
+    }
 }
 
 impl Default for BackendConfig {
@@ -228,6 +254,19 @@ impl Catalog {
                     });
                 }
             }
+            // An instance lives on one backend: a plan change cannot move it to another.
+            let updateable = s.plan_updateable == Some(true)
+                || s.plans.iter().any(|p| p.plan_updateable == Some(true));
+            if updateable
+                && s.plans
+                    .iter()
+                    .any(|p| p.backend.home() != s.plans[0].backend.home())
+            {
+                return Err(CatalogError::InvalidService {
+                    service: s.id.clone(),
+                    reason: "plans that can be changed into each other must use the same backend (and postgresql server)".into(),
+                });
+            }
             let mut plan_names = HashSet::new();
             for (pi, p) in s.plans.iter().enumerate() {
                 non_empty(|| format!("a plan id of service '{}'", s.id), &p.id)?;
@@ -259,8 +298,10 @@ impl Catalog {
                         "maximum_polling_duration must be a positive number of seconds".into(),
                     ));
                 }
-                let BackendConfig::Simulated(sim) = &p.backend;
-                sim.validate().map_err(invalid)?;
+                match &p.backend {
+                    BackendConfig::Simulated(sim) => sim.validate().map_err(invalid)?,
+                    BackendConfig::Postgresql(pg) => pg.validate().map_err(invalid)?,
+                }
                 if let Some(schemas) = &p.schemas {
                     if !schemas.is_object() {
                         return Err(invalid("schemas must be an object".into()));

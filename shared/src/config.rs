@@ -1,6 +1,7 @@
 //! The broker's configuration file (TOML) and the built-in demo defaults: catalog, tenants, listen
 //! address, data directory. See the README for the format.
 
+use crate::backends::postgresql::{ServerConfig as PostgresServerConfig, ServerConfigError};
 use crate::catalog::{Catalog, CatalogConfig, CatalogError};
 use crate::tenants::{Secret, TenantConfig};
 use rand::Rng;
@@ -61,6 +62,9 @@ pub struct BrokerConfig {
     /// `[sharing]`: sharing token lifetime.
     #[serde(default)]
     pub sharing: crate::sharing::token::SharingConfig,
+    /// `[postgresql_servers.NAME]`: the PostgreSQL servers plans of `"type": "postgresql"` name.
+    #[serde(default)]
+    pub postgresql_servers: std::collections::BTreeMap<String, PostgresServerConfig>,
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -129,6 +133,7 @@ impl Default for BrokerConfig {
             webhooks: Default::default(),
             webhook_delivery: WebhookSettings::default(),
             sharing: Default::default(),
+            postgresql_servers: Default::default(),
         }
     }
 }
@@ -146,6 +151,8 @@ pub enum ConfigError {
     TwoCatalogs,
     #[error("invalid catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("invalid configuration: {0}")]
+    PostgresServer(#[from] ServerConfigError),
     #[error("cannot keep the demo tenant's password in {path}: {source}")]
     DemoPassword {
         path: PathBuf,
@@ -168,6 +175,11 @@ impl BrokerConfig {
             && f.is_relative()
         {
             cfg.catalog_file = Some(dir.join(f));
+        }
+        if let Some(dir) = path.parent() {
+            for server in cfg.postgresql_servers.values_mut() {
+                server.resolve_paths(dir);
+            }
         }
         Ok(cfg)
     }
@@ -216,6 +228,18 @@ impl BrokerConfig {
             }],
             true,
         ))
+    }
+}
+
+impl BrokerConfig {
+    /// The validated PostgreSQL servers (password files read).
+    pub fn postgresql_servers(
+        &self,
+    ) -> Result<Vec<crate::backends::postgresql::config::Server>, ConfigError> {
+        self.postgresql_servers
+            .iter()
+            .map(|(name, s)| s.validate(name).map_err(ConfigError::from))
+            .collect()
     }
 }
 

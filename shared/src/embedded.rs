@@ -2,13 +2,17 @@
 //! shared by the local runner and the API Lambda until the AWS adapters are configured.
 
 use crate::adapters::{MemoryQueue, SqliteStore};
+use crate::backends::Dispatcher;
+use crate::backends::postgresql::PostgresBackend;
 use crate::backends::simulated::{SimulatedBackend, SqliteLedger};
 use crate::broker::Broker;
 use crate::broker::webhooks::WebhookDelivery;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::http::AppState;
+use crate::ports::Backend;
 use crate::ports::{Clock, StoreError, SystemClock, UlidGenerator};
 use crate::tenants::{TenantError, Tenants};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,10 @@ pub enum StartError {
     WebhookSender(#[from] crate::webhooks::SenderBuildError),
     #[error("cannot open the simulated backend's ledger: {0}")]
     Backend(#[from] crate::ports::BackendError),
+    #[error(transparent)]
+    UnknownServer(#[from] crate::backends::UnknownServer),
+    #[error("postgresql backend: {0}")]
+    Postgres(crate::ports::BackendError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
@@ -66,16 +74,33 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
     let sim_key_file = config.data_dir.join("simulated-backend-key");
     let sim_key = crate::sharing::TokenKey::load_or_create(&sim_key_file)
         .map_err(|e| StartError::DataDir(sim_key_file.clone(), e))?;
+    let simulated = Arc::new(SimulatedBackend::new(
+        catalog.clone(),
+        clock.clone(),
+        Arc::new(ledger),
+        sim_key.into_bytes(),
+    ));
+    // The PostgreSQL servers: binding passwords are derived with a key of their own in the data directory.
+    let mut postgresql: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+    let servers = config.postgresql_servers()?;
+    if !servers.is_empty() {
+        let pg_key_file = config.data_dir.join("postgresql-backend-key");
+        let pg_key = crate::sharing::TokenKey::load_or_create(&pg_key_file)
+            .map_err(|e| StartError::DataDir(pg_key_file.clone(), e))?
+            .into_bytes();
+        for server in servers {
+            let name = server.name.clone();
+            let backend = PostgresBackend::new(catalog.clone(), server, pg_key)
+                .map_err(StartError::Postgres)?;
+            postgresql.insert(name, Arc::new(backend));
+        }
+    }
+    let backend = Dispatcher::new(catalog.clone(), simulated, postgresql)?;
     let broker = Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(store),
         queue: Arc::new(MemoryQueue::new()),
-        backend: Arc::new(SimulatedBackend::new(
-            catalog,
-            clock.clone(),
-            Arc::new(ledger),
-            sim_key.into_bytes(),
-        )),
+        backend: Arc::new(backend),
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(MemoryQueue::new()),

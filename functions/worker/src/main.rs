@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     osb_broker::aws::init_lambda_tracing();
     let cfg = AwsConfig::from_env(false)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let broker = aws::broker(&cfg, &sdk)?;
+    let broker = aws::with_postgres(aws::broker(&cfg, &sdk)?, &cfg, &sdk).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let broker = broker.clone();
         async move {

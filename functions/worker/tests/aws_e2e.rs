@@ -117,6 +117,7 @@ async fn env() -> Env {
         tenants_secret_id: Some(secret_id),
         sharing_keys_secret_id: Some(keys_id),
         catalog_file: None,
+        postgres_secret_id: None,
     };
     let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
         .await
@@ -1183,6 +1184,7 @@ async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts
                 tenants_secret_id: Some(secret(&sdk, "tenants", &tenants_text).await),
                 sharing_keys_secret_id: Some(keys_id),
                 catalog_file: None,
+                postgres_secret_id: None,
             };
             let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
                 .await

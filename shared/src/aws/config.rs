@@ -12,6 +12,7 @@ pub const CATALOG_FILE: &str = "OSB_CATALOG_FILE";
 pub const WEBHOOK_QUEUE: &str = "OSB_WEBHOOK_QUEUE_URL";
 pub const WEBHOOK_DLQ: &str = "OSB_WEBHOOK_DLQ_URL";
 pub const WEBHOOK_ALLOW_HTTP: &str = "OSB_WEBHOOK_ALLOW_HTTP";
+pub const POSTGRES_SECRET: &str = "OSB_POSTGRES_SECRET_ID";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
@@ -29,6 +30,8 @@ pub struct AwsConfig {
     pub sharing_keys_secret_id: Option<String>,
     /// The catalog JSON; the demo catalog when unset.
     pub catalog_file: Option<PathBuf>,
+    /// The Secrets Manager secret of the PostgreSQL server (`aws::postgres`); no PostgreSQL plans without it.
+    pub postgres_secret_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -92,6 +95,7 @@ impl AwsConfig {
             catalog_file: get(CATALOG_FILE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            postgres_secret_id: get(POSTGRES_SECRET).filter(|v| !v.trim().is_empty()),
         })
     }
 

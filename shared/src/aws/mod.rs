@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod config;
 pub mod dynamodb;
+pub mod postgres;
 pub mod sqs;
 pub mod tenants;
 pub mod testing;
@@ -16,11 +17,15 @@ pub use sqs::SqsQueue;
 /// The logging of every Lambda function: JSON lines (CloudWatch Logs Insights reads their fields), level
 /// from `RUST_LOG` (default `info`), no timestamp (Lambda adds its own).
 pub fn init_lambda_tracing() {
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Never the PostgreSQL client's statement texts (a CREATE ROLE carries a password verifier).
+    if let Ok(d) = crate::backends::postgresql::SQL_LOG_DIRECTIVE.parse() {
+        filter = filter.add_directive(d);
+    }
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .without_time()
         .init();
 }
@@ -31,9 +36,13 @@ pub(crate) fn error_code<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E
     e.code().unwrap_or("unknown").to_owned()
 }
 
+use crate::backends::Dispatcher;
+use crate::backends::postgresql::PostgresBackend;
 use crate::backends::simulated::{MemoryLedger, SimulatedBackend};
 use crate::broker::Broker;
+use crate::ports::Backend;
 use crate::ports::{SystemClock, UlidGenerator};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,60 @@ pub enum AwsStartError {
     Sender(String),
     #[error(transparent)]
     SharingKeys(#[from] crate::sharing::token::KeySetError),
+    #[error(transparent)]
+    PostgresSecret(#[from] postgres::PostgresSecretError),
+    #[error(transparent)]
+    UnknownServer(#[from] crate::backends::UnknownServer),
+    #[error("postgresql backend: {0}")]
+    Postgres(crate::ports::BackendError),
+}
+
+/// The simulated backend on Lambda is a demo: its ledger lives in each function instance's memory, its
+/// credentials are derived (the same in every instance) from a key tied to the table.
+fn simulated(
+    cfg: &AwsConfig,
+    catalog: &Arc<crate::catalog::Catalog>,
+    clock: &Arc<SystemClock>,
+) -> Arc<dyn Backend> {
+    Arc::new(SimulatedBackend::new(
+        catalog.clone(),
+        clock.clone(),
+        Arc::new(MemoryLedger::default()),
+        crate::sharing::TokenKey::derive_from(
+            format!("simulated-backend credentials\0{}", cfg.table).as_bytes(),
+        )
+        .into_bytes(),
+    ))
+}
+
+/// The broker with the PostgreSQL server of `OSB_POSTGRES_SECRET_ID` (read from Secrets Manager) beside the
+/// simulated backend. Without the variable, a catalog with PostgreSQL plans stops the cold start.
+pub async fn with_postgres(
+    broker: Arc<Broker>,
+    cfg: &AwsConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Arc<Broker>, AwsStartError> {
+    let clock = Arc::new(SystemClock);
+    let mut servers: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+    if let Some(id) = &cfg.postgres_secret_id {
+        let text = postgres::load_text(&aws_sdk_secretsmanager::Client::new(sdk), id).await?;
+        let server = postgres::parse(&text)?;
+        let name = server.name.clone();
+        let backend = PostgresBackend::new(
+            broker.catalog.clone(),
+            server,
+            postgres::password_key(&text),
+        )
+        .map_err(AwsStartError::Postgres)?;
+        servers.insert(name, Arc::new(backend));
+    }
+    let mut b = (*broker).clone();
+    b.backend = Arc::new(Dispatcher::new(
+        b.catalog.clone(),
+        simulated(cfg, &b.catalog, &clock),
+        servers,
+    )?);
+    Ok(Arc::new(b))
 }
 
 /// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
@@ -66,17 +129,9 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
             cfg.table.clone(),
         )),
         queue: Arc::new(SqsQueue::new(sqs.clone(), cfg.operations_queue_url.clone())),
-        // The simulated backend on Lambda is a demo: its ledger lives in each function instance's memory,
-        // its credentials are derived (the same in every instance) from a key tied to the table.
-        backend: Arc::new(SimulatedBackend::new(
-            catalog,
-            clock.clone(),
-            Arc::new(MemoryLedger::default()),
-            crate::sharing::TokenKey::derive_from(
-                format!("simulated-backend credentials\0{}", cfg.table).as_bytes(),
-            )
-            .into_bytes(),
-        )),
+        // Simulated plans only: `with_postgres` (the API and the worker) puts the dispatcher with the
+        // PostgreSQL server in place; the webhook sender never calls a backend.
+        backend: simulated(cfg, &catalog, &clock),
         clock,
         ids: Arc::new(UlidGenerator),
         webhook_queue: Arc::new(SqsQueue::new(sqs, cfg.webhook_queue_url.clone())),
@@ -106,7 +161,7 @@ pub async fn api_state(
     sdk: &aws_config::SdkConfig,
     body_limit: usize,
 ) -> Result<crate::http::AppState, AwsStartError> {
-    let mut broker = (*broker(cfg, sdk)?).clone();
+    let mut broker = (*with_postgres(broker(cfg, sdk)?, cfg, sdk).await?).clone();
     let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
     let text = tenants::load_text(
         &aws_sdk_secretsmanager::Client::new(sdk),

@@ -1,3 +1,85 @@
-//! Backends that really do the work behind a plan. Today: the simulated backend.
+//! Backends that really do the work behind a plan: the simulated backend and the PostgreSQL backend
+//! (one per named server), and the [`Dispatcher`] the broker holds, which routes each job by its plan.
 
+pub mod postgresql;
 pub mod simulated;
+
+use crate::catalog::{BackendConfig, Catalog};
+use crate::ports::backend::{BackendRejection, BackendResult};
+use crate::ports::{Backend, BackendJob};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The broker's one backend: sends each job to the backend its plan names (`job.plan_id` in the
+/// catalog). A plan the catalog no longer has goes to the simulated backend, as before there was a choice.
+pub struct Dispatcher {
+    catalog: Arc<Catalog>,
+    simulated: Arc<dyn Backend>,
+    postgresql: BTreeMap<String, Arc<dyn Backend>>,
+}
+
+/// A plan names a PostgreSQL server the configuration does not have.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "plan '{plan}': backend.server '{server}' is not a configured postgresql server (add [postgresql_servers.{server}])"
+)]
+pub struct UnknownServer {
+    pub plan: String,
+    pub server: String,
+}
+
+impl Dispatcher {
+    /// Checks that every PostgreSQL plan of the catalog names one of `postgresql`'s servers.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        simulated: Arc<dyn Backend>,
+        postgresql: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Result<Self, UnknownServer> {
+        for s in catalog.services() {
+            for p in &s.plans {
+                if let Some(server) = p.backend.postgresql_server()
+                    && !postgresql.contains_key(server)
+                {
+                    return Err(UnknownServer {
+                        plan: p.id.clone(),
+                        server: server.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Dispatcher {
+            catalog,
+            simulated,
+            postgresql,
+        })
+    }
+
+    fn route(&self, job: &BackendJob) -> &Arc<dyn Backend> {
+        let server = self
+            .catalog
+            .plan_by_id(&job.plan_id)
+            .and_then(|p| match &p.plan.backend {
+                BackendConfig::Postgresql(pg) => Some(pg.server.as_str()),
+                BackendConfig::Simulated(_) => None,
+            });
+        server
+            .and_then(|s| self.postgresql.get(s))
+            .unwrap_or(&self.simulated)
+    }
+}
+
+#[async_trait]
+impl Backend for Dispatcher {
+    fn plan_job(&self, job: &BackendJob) -> Result<Option<u64>, BackendRejection> {
+        self.route(job).plan_job(job)
+    }
+
+    async fn start(&self, job: &BackendJob) -> BackendResult {
+        self.route(job).start(job).await
+    }
+
+    async fn poll(&self, job: &BackendJob, handle: &str) -> BackendResult {
+        self.route(job).poll(job, handle).await
+    }
+}

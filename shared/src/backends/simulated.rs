@@ -314,7 +314,7 @@ impl SimulatedBackend {
             .map(|p| &p.plan.backend)
         {
             Some(BackendConfig::Simulated(s)) => s.clone(),
-            None => SimulatedPlan::default(),
+            _ => SimulatedPlan::default(),
         }
     }
 

@@ -100,8 +100,7 @@ impl Broker {
                 Some(p)
             }
         };
-        let crate::catalog::BackendConfig::Simulated(sim) = &plan.plan.backend;
-        if sim.requires_app && req.app_guid().is_none() {
+        if plan.plan.backend.requires_app() && req.app_guid().is_none() {
             return Err(BrokerError::RequiresApp(
                 "this service needs an application to bind to: send bind_resource.app_guid".into(),
             ));

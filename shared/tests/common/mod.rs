@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+pub mod pg;
+
 pub const PG: &str = "6d3a9a9e-6c2f-4c55-9d0e-3b1f2f6c1a01";
 pub const SMALL: &str = "0a7f4a34-5b0b-4b8e-8d4e-1f0d3c9a2b11";
 pub const STANDARD: &str = "1b8e5b45-6c1c-4c9f-9e5f-2a1e4d0b3c22";
@@ -64,8 +66,13 @@ impl Resp {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// The harness on a configuration changed by `edit` (another catalog, PostgreSQL servers, …).
+    pub fn with_config(edit: impl FnOnce(&mut BrokerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BrokerConfig {
+        let mut cfg = BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             tenants: vec![
                 tenant("cf1", None),
@@ -74,6 +81,7 @@ impl Harness {
             ],
             ..BrokerConfig::default()
         };
+        edit(&mut cfg);
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let e = osb_broker::embedded::build(&cfg, clock.clone() as Arc<dyn Clock>).unwrap();
         Harness {
