@@ -299,6 +299,11 @@ impl Operation {
             generation,
             binding_id: self.binding_id.clone(),
             binding_generation: self.binding_generation,
+            lease: self
+                .backend_target
+                .as_ref()
+                .filter(|_| self.binding_id.is_some())
+                .map(|_| (self.tenant.clone(), self.instance_id.clone())),
             service_id: self.service_id.clone(),
             plan_id: self.plan_id.clone(),
             parameters: self.parameters.clone(),

@@ -26,6 +26,7 @@ fn job(kind: OperationKind, op: &str, instance: &str, params: serde_json::Value)
         generation: 7,
         binding_id: None,
         binding_generation: 0,
+        lease: None,
         service_id: PG_SERVICE.into(),
         plan_id: PG_PLAN.into(),
         parameters: params.as_object().cloned(),

@@ -26,6 +26,7 @@ fn job(kind: OperationKind, op: &str, plan: &str, params: serde_json::Value) -> 
         generation: 7,
         binding_id: None,
         binding_generation: 0,
+        lease: None,
         service_id: PG.into(),
         plan_id: plan.into(),
         parameters: params.as_object().cloned(),

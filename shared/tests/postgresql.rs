@@ -637,6 +637,7 @@ fn backend_job(kind: OperationKind, op: &str, instance: &str) -> BackendJob {
         generation: 1,
         binding_id: None,
         binding_generation: 0,
+        lease: None,
         service_id: PG_SERVICE.into(),
         plan_id: PG_PLAN.into(),
         parameters: json!({"extensions": ["citext"]}).as_object().cloned(),
@@ -842,11 +843,17 @@ async fn the_sharing_story_on_a_real_server() {
         .unwrap();
 
     // A lease binding with a binding id the owner already uses, in the same binding generation (the manual
-    // clock has not moved), would be the owner's own role (the backend job carries the owner's identity):
-    // the backend refuses it instead of sharing the role.
-    let clash = pg.bind_with("cf2", "lease", "ob", PG_PLAN, json!({})).await;
-    assert_ne!(clash.status, StatusCode::CREATED, "{}", clash.body);
-    assert!(clash.body.get("credentials").is_none(), "{}", clash.body);
+    // clock has not moved): the lease is part of the binding's identity (`BackendJob::lease`), so it gets a
+    // role of its own, and the owner's keeps working.
+    let same_id = pg.bind_with("cf2", "lease", "ob", PG_PLAN, json!({})).await;
+    assert_eq!(same_id.status, StatusCode::CREATED, "{}", same_id.body);
+    let same_id_uri = uri(&same_id.body);
+    assert_ne!(same_id_uri, owner_uri);
+    assert_ne!(
+        same_id.body["credentials"]["username"],
+        owner_bind_username(&owner_uri)
+    );
+    login(&same_id_uri).await;
     login(&owner_uri).await;
 
     // The owner cannot be deleted while leased.
@@ -954,4 +961,13 @@ fn the_example_configuration_of_the_readme_loads_and_names_fields_when_wrong() {
         "{e}"
     );
     assert!(!e.contains("example-secret"));
+}
+
+/// The user name in a `postgresql://user:password@…` URI.
+fn owner_bind_username(uri: &str) -> String {
+    uri.trim_start_matches("postgresql://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

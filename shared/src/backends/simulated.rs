@@ -126,6 +126,21 @@ pub fn binding_key(
 
 fn job_key(job: &BackendJob) -> String {
     match &job.binding_id {
+        // A lease's binding on its owner's instance: the lease is part of its name.
+        Some(b) if job.lease.is_some() => {
+            let (lt, li) = job
+                .lease
+                .as_ref()
+                .map(|(t, i)| (t.as_str(), i.as_str()))
+                .unwrap_or_default();
+            binding_key(
+                &job.tenant,
+                job.instance_id.as_str(),
+                job.generation,
+                &format!("L/{lt}/{li}/{}", b.as_str()),
+                job.binding_generation,
+            )
+        }
         Some(b) => binding_key(
             &job.tenant,
             job.instance_id.as_str(),

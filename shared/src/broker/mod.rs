@@ -255,6 +255,7 @@ impl Broker {
             generation: target.generation,
             binding_id: target.binding.map(|(b, _)| b.clone()),
             binding_generation: target.binding.map_or(0, |(_, g)| g),
+            lease: None,
             service_id: service_id.to_owned(),
             plan_id: plan_id.to_owned(),
             parameters,

@@ -465,6 +465,7 @@ mod tests {
             generation: 1,
             binding_id: Some(crate::ids::BindingId::parse("b1").unwrap()),
             binding_generation: 1,
+            lease: None,
             service_id: "s".into(),
             plan_id: "p".into(),
             parameters: None,

@@ -4,7 +4,7 @@
 //! what exists on the backend's side.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::ids::{BindingId, OperationId};
+use crate::ids::{BindingId, InstanceId, OperationId};
 use crate::ports::backend::Done;
 use crate::ports::{Backend, BackendJob, BackendOutcome};
 use crate::records::OperationKind;
@@ -172,6 +172,33 @@ pub async fn generations_are_separate_resources(b: BackendUnderTest) {
     assert_eq!(b.count().await, 1);
 }
 
+/// A lease's binding is made on its owner's instance (`BackendJob::lease`); one of the owner's own bindings
+/// with the same id and generation is another resource, with other credentials, and unbinding one leaves
+/// the other.
+pub async fn a_leases_binding_is_not_the_owners_binding_of_the_same_id(b: BackendUnderTest) {
+    b.run(&b.provision).await;
+    let own = b.bind("01JB000000000000000000000L", "b1", 7);
+    let mut leased = b.bind("01JB000000000000000000000M", "b1", 7);
+    leased.lease = Some((
+        "other-tenant".into(),
+        InstanceId::parse("the-lease").unwrap(),
+    ));
+    let before = b.count().await;
+    let own_creds = credentials(&b.run(&own).await);
+    let lease_creds = credentials(&b.run(&leased).await);
+    assert_ne!(
+        own_creds, lease_creds,
+        "two bindings, two sets of credentials"
+    );
+    assert_eq!(b.count().await, before + 2);
+    let mut unbind = leased.clone();
+    unbind.kind = OperationKind::Unbind;
+    unbind.operation_id = op_id("01JB000000000000000000000N");
+    assert_deleted(b.run(&unbind).await, "the lease's unbind");
+    assert_eq!(b.count().await, before + 1, "the owner's binding stays");
+    assert_eq!(credentials(&b.run(&own).await), own_creds);
+}
+
 /// Failures are reported as `Failed` (never swallowed), the same when asked again, and a failed
 /// provision or bind leaves nothing behind.
 pub async fn failures_are_reported_and_repeatable(b: BackendUnderTest) {
@@ -214,6 +241,7 @@ macro_rules! backend_contract {
             deprovision_removes_the_instance_and_its_bindings,
             compensation_undoes_a_provision_or_a_bind,
             generations_are_separate_resources,
+            a_leases_binding_is_not_the_owners_binding_of_the_same_id,
             failures_are_reported_and_repeatable,
             planning_a_job_creates_nothing,
         );

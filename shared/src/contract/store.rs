@@ -65,6 +65,7 @@ pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
         generation: 1,
         binding_id: None,
         binding_generation: 0,
+        lease: None,
         service_id: "svc".into(),
         plan_id: "plan".into(),
         parameters: None,

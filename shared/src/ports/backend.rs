@@ -13,7 +13,8 @@
 //!   process after a restart: it never creates a second resource, and once done it returns the same result
 //!   (the same credentials for a bind). [`Backend::poll`] with a handle it returned likewise.
 //! - **Identity of a resource.** An instance is `(tenant, instance_id, generation)`, a binding
-//!   `(tenant, instance_id, generation, binding_id, binding_generation)`. Generations grow each time an id
+//!   `(tenant, instance_id, generation, lease, binding_id, binding_generation)` (`lease`: the lease a
+//!   binding made on its owner's instance belongs to, none for the instance's own bindings). Generations grow each time an id
 //!   is used again after a delete or a failed creation, so a late call of an earlier life never touches the
 //!   current one. Names a backend derives for its resources (upstream ids, database and role names) come
 //!   from this identity only, never from user input.
@@ -46,6 +47,10 @@ pub struct BackendJob {
     pub binding_id: Option<BindingId>,
     /// The life of `binding_id` (0 for instance jobs).
     pub binding_generation: u64,
+    /// A lease's binding: the lease (tenant, instance id) the binding belongs to, when the job acts on the
+    /// lease's owner instance. Part of the binding's identity, so that a lease's binding and one of the
+    /// owner's own with the same id and generation are different resources.
+    pub lease: Option<(String, InstanceId)>,
     pub service_id: String,
     pub plan_id: String,
     /// The parameters of the request (for an update: the new parameters; none for deletes).

@@ -42,13 +42,13 @@ impl PostgresBackend {
                 .await
                 .map(|()| Done::Deleted),
             (OperationKind::Bind, Some(b)) => {
-                let role = names.binding_role(b.as_str(), job.binding_generation);
+                let role = names.binding_role(&binding_identity(job, b), job.binding_generation);
                 self.bind(&session, &names, &role, job, plan)
                     .await
                     .map(Done::Binding)
             }
             (OperationKind::Unbind, Some(b)) => {
-                let role = names.binding_role(b.as_str(), job.binding_generation);
+                let role = names.binding_role(&binding_identity(job, b), job.binding_generation);
                 self.unbind(&session, &names, &role)
                     .await
                     .map(|()| Done::Deleted)
@@ -469,5 +469,19 @@ impl PostgresBackend {
             &format!("DROP ROLE IF EXISTS {r}"),
         )
         .await
+    }
+}
+
+/// The binding's identity within its instance: its id, and for a lease's binding the lease too (so a lease's
+/// binding never shares a role with one of the owner's own with the same id and generation). The owner's
+/// own bindings keep the names they always had.
+fn binding_identity(job: &BackendJob, binding: &crate::ids::BindingId) -> String {
+    match &job.lease {
+        None => binding.as_str().to_owned(),
+        Some((tenant, instance)) => format!(
+            "lease\0{tenant}\0{}\0{}",
+            instance.as_str(),
+            binding.as_str()
+        ),
     }
 }
