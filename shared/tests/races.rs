@@ -354,3 +354,23 @@ async fn a_compensation_that_fails_is_recorded_and_the_sweep_finishes_it() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_sync_binds_of_one_instance_are_all_created() {
+    let h = Harness::new();
+    h.provision("cf1", "i1", SMALL, json!({}), false).await;
+    let binds: Vec<_> = (0..10)
+        .map(|n| {
+            let h = h.clone();
+            tokio::spawn(async move { bind(&h, "i1", &format!("b{n}")).await })
+        })
+        .collect();
+    let mut users = std::collections::BTreeSet::new();
+    for b in binds {
+        let r = b.await.unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        users.insert(r.body["credentials"]["username"].to_string());
+    }
+    assert_eq!(users.len(), 10, "ten sets of credentials");
+    assert_eq!(h.ledger().len(), 11, "the instance and ten bindings");
+}

@@ -26,8 +26,11 @@ pub use worker::{WorkerStep, run_workers};
 /// The parameter key the simulated backend reads its per-request overrides from; never schema-checked.
 pub const SIMULATE_KEY: &str = "simulate";
 
-/// How many times a request re-reads and retries after losing a race on a version check.
-const MAX_RACE_RETRIES: usize = 4;
+/// How many times a request re-reads and retries after losing a race on a version check: enough for a
+/// burst of concurrent binds of one instance (each rewrites the instance record, one wins per round).
+const MAX_RACE_RETRIES: usize = 16;
+/// The longest pause before a retry; pauses grow from 1 ms and are jittered, so losers spread out.
+const MAX_RACE_PAUSE_MS: u64 = 16;
 
 /// How one attempt of a use case (read → decide → commit) ended.
 enum Attempt<T> {
@@ -46,9 +49,14 @@ async fn race_retry<T, Fut>(what: &str, mut attempt: impl FnMut() -> Fut) -> Res
 where
     Fut: std::future::Future<Output = Result<Attempt<T>>>,
 {
-    for _ in 0..MAX_RACE_RETRIES {
+    for round in 0..MAX_RACE_RETRIES {
         if let Attempt::Done(answer) = attempt().await? {
             return Ok(answer);
+        }
+        if round > 0 {
+            let cap = (1u64 << round.min(6)).min(MAX_RACE_PAUSE_MS);
+            let pause = rand::Rng::random_range(&mut rand::rng(), 0..=cap);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
     Err(BrokerError::Concurrency(format!(
