@@ -57,6 +57,22 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
+# TLS: a throw-away CA and a server certificate for 127.0.0.1 (the tests connect with require and
+# verify-full), and a second CA that signed nothing (verify-full with it must fail).
+tls=$dir/tls
+mkdir -p "$tls"
+(
+  cd "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=osb-test-ca 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 -subj /CN=osb-other-ca 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
+    -extfile server.ext 2>/dev/null
+  chmod 0600 server.key
+)
+[ "$(id -u)" -eq 0 ] && chown -R postgres "$tls"
+
 as_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
 cat >>"$dir/data/postgresql.conf" <<EOF
@@ -70,6 +86,9 @@ max_connections = 200
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+ssl = on
+ssl_cert_file = '$tls/server.crt'
+ssl_key_file = '$tls/server.key'
 EOF
 as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start >/dev/null
 
@@ -89,6 +108,8 @@ export OSB_PG_PORT=$port
 export OSB_PG_ADMIN_USER=$admin_user
 export OSB_PG_ADMIN_PASSWORD=$admin_password
 export OSB_PG_LOG=$dir/server.log
+export OSB_PG_CA_FILE=$tls/ca.crt
+export OSB_PG_OTHER_CA_FILE=$tls/other-ca.crt
 OSB_PG_VERSION=$(as_owner psql -X -At -h "$dir" -p "$port" -U postgres -d postgres -c 'SHOW server_version')
 export OSB_PG_VERSION
 echo "==> PostgreSQL $OSB_PG_VERSION on 127.0.0.1:$port (admin $admin_user, log $OSB_PG_LOG)"

@@ -961,3 +961,67 @@ fn owner_bind_username(uri: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The three TLS modes against the test server (which has a certificate for 127.0.0.1 signed by a
+/// throw-away CA): `require` and `verify-full` with that CA provision and deprovision; `verify-full`
+/// with a CA that signed nothing is refused before anything is created.
+#[tokio::test]
+async fn tls_modes_connect_as_configured() {
+    let Some(env) = pg_env() else { return };
+    let ca = std::env::var("OSB_PG_CA_FILE").expect("OSB_PG_CA_FILE (scripts/postgres.sh sets it)");
+    let other = std::env::var("OSB_PG_OTHER_CA_FILE").expect("OSB_PG_OTHER_CA_FILE");
+    let backend_with = |tls: &str, prefix: &str| {
+        let cfg: osb_broker::backends::postgresql::ServerConfig = toml::from_str(&format!(
+            "host = \"{}\"\nport = {}\nadmin_user = \"{}\"\npassword = \"{}\"\ndatabase_prefix = \"{prefix}\"\n{tls}",
+            env.host, env.port, env.admin_user, env.admin_password
+        ))
+        .unwrap();
+        PostgresBackend::new(
+            Arc::new(Catalog::new(catalog("test")).unwrap()),
+            cfg.validate("test").unwrap(),
+            [5u8; 32],
+        )
+        .unwrap()
+    };
+    for tls in [
+        "tls = \"require\"".to_owned(),
+        format!("tls = \"verify-full\"\nca_file = \"{ca}\""),
+    ] {
+        let prefix = unique_prefix();
+        let backend = backend_with(&tls, &prefix);
+        let provision = backend_job(
+            OperationKind::Provision,
+            "01JG0000000000000000000001",
+            "tls",
+        );
+        assert!(
+            matches!(backend.start(&provision).await, Ok(BackendOutcome::Done(_))),
+            "{tls}"
+        );
+        assert_eq!(env.resources(&prefix).await.0.len(), 1, "{tls}");
+        let mut deprovision = provision.clone();
+        deprovision.kind = OperationKind::Deprovision;
+        deprovision.parameters = None;
+        assert!(matches!(
+            backend.start(&deprovision).await,
+            Ok(BackendOutcome::Done(Done::Deleted))
+        ));
+        assert_eq!(env.resources(&prefix).await, (vec![], vec![]), "{tls}");
+    }
+    let prefix = unique_prefix();
+    let untrusted = backend_with(
+        &format!("tls = \"verify-full\"\nca_file = \"{other}\""),
+        &prefix,
+    );
+    let provision = backend_job(
+        OperationKind::Provision,
+        "01JG0000000000000000000002",
+        "tls",
+    );
+    let e = untrusted
+        .start(&provision)
+        .await
+        .expect_err("a certificate its CA did not sign");
+    assert!(!e.0.contains(&env.admin_password), "{e}");
+    assert_eq!(env.resources(&prefix).await, (vec![], vec![]));
+}
