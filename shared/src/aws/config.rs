@@ -120,6 +120,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(TABLE), "{text}");
         assert!(text.contains(TENANTS_SECRET), "{text}");
+        assert!(text.contains(SHARING_KEYS_SECRET), "{text}");
         assert!(text.contains("must be a queue URL"), "{text}");
         assert!(text.contains(WEBHOOK_QUEUE), "{text}");
         assert!(text.contains(WEBHOOK_ALLOW_HTTP), "{text}");
@@ -132,11 +133,13 @@ mod tests {
             (OPERATIONS_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/q"),
             (WEBHOOK_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/w"),
             (TENANTS_SECRET, "arn:secret"),
+            (SHARING_KEYS_SECRET, "arn:keys"),
             (CATALOG_FILE, "/var/task/catalog.json"),
         ]);
         let cfg =
             AwsConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()), true).expect("valid");
         assert_eq!(cfg.table, "t");
+        assert_eq!(cfg.sharing_keys_secret_id.as_deref(), Some("arn:keys"));
         assert_eq!(
             cfg.catalog_file,
             Some(PathBuf::from("/var/task/catalog.json"))
