@@ -414,8 +414,9 @@ impl ClientRun {
                 let _ = hooked;
             }
             422 => inst.known = Known::Unknown,
-            // A failed delete (fail_delete) leaves the instance as it was.
-            502 if matches!(inst.known, Known::Exists | Known::Bound(_)) => {}
+            // A failed delete (fail_delete) leaves the instance as it was; one the client lost track of
+            // (a provision unanswered when the broker was killed) may be such an instance too.
+            502 if matches!(inst.known, Known::Exists | Known::Bound(_) | Known::Unknown) => {}
             _ => {
                 let was = inst.known.clone();
                 self.unexpected(&format!("deprovision {id} (was {was:?})"), &a);
