@@ -114,8 +114,9 @@ def prepare_aws(endpoint):
         Name="osb-bench-tenants",
         SecretString=json.dumps({"name": "lambda", "username": "lambda-user", "password": "lambda-pass"}),
     )
+    key = boto3.client("kms", **kw).create_key(Description="osb-bench record key")["KeyMetadata"]["Arn"]
     return {"OSB_TABLE_NAME": "osb-bench", "OSB_OPERATIONS_QUEUE_URL": url, "OSB_WEBHOOK_QUEUE_URL": webhooks,
-            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants"}
+            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants", "OSB_KMS_KEY_ID": key}
 
 
 def run_once(binary, event, env):

@@ -89,17 +89,109 @@ pub async fn encode(record: &Record, sealer: &dyn Sealer) -> Result<Vec<u8>, Sto
             .map_err(|e| sealing_failed(&pk, &sk, field, e))?;
         sealed.insert((*field).to_owned(), Value::String(envelope));
     }
-    if !sealed.is_empty() {
-        obj.insert(SEALED.to_owned(), Value::Object(sealed));
+    let mut out = serde_json::to_vec(&value).map_err(corrupt)?;
+    // `"sealed"` goes last, so that reading can splice the opened values back in place of it without
+    // parsing the record twice (`open_spliced`).
+    if !sealed.is_empty() && out.pop() == Some(b'}') {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(SEALED_MEMBER);
+        let map = serde_json::to_vec(&Value::Object(sealed)).map_err(corrupt)?;
+        out.extend_from_slice(&map[1..]);
+        out.push(b'}');
     }
-    serde_json::to_vec(&value).map_err(corrupt)
+    Ok(out)
 }
 
-/// Whether a stored body may hold sealed fields (a cheap test that never misses one; a body that merely
-/// mentions `"sealed":` somewhere inside is parsed and found plain).
-fn may_be_sealed(body: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"\"sealed\":";
-    body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+/// How the sealed member starts in a stored body (`"sealed":{`, its opening brace included).
+const SEALED_MEMBER: &[u8] = b"\"sealed\":{";
+
+/// The fast path of reading a sealed body as `encode` writes it (`"sealed"` the last member): the body
+/// with that member replaced by the opened fields, as JSON bytes; `None` when the body is not of that shape
+/// (then `open_value` decides). Quotes inside JSON strings are escaped, so the needle is a real key; it is
+/// the top-level one only if the object that follows ends the body.
+async fn open_spliced(
+    pk: &str,
+    sk: &str,
+    body: &[u8],
+    sealer: &dyn Sealer,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(at) = memchr::memmem::rfind(body, SEALED_MEMBER) else {
+        return Ok(None);
+    };
+    let (head, member) = body.split_at(at);
+    if !(head.ends_with(b",") || head == b"{") || !body.ends_with(b"}}") {
+        return Ok(None);
+    }
+    let map = &member[SEALED_MEMBER.len() - 1..member.len() - 1];
+    let Ok(sealed) = serde_json::from_slice::<std::collections::BTreeMap<String, String>>(map)
+    else {
+        return Ok(None);
+    };
+    if sealed.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(head);
+    for (n, (field, envelope)) in sealed.iter().enumerate() {
+        let plain = open_field(pk, sk, field, envelope, sealer).await?;
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&serde_json::to_vec(field).map_err(corrupt)?);
+        out.push(b':');
+        out.extend_from_slice(&plain);
+    }
+    out.push(b'}');
+    Ok(Some(out))
+}
+
+/// One sealed field opened: the JSON bytes of its value (checked to be JSON).
+async fn open_field(
+    pk: &str,
+    sk: &str,
+    field: &str,
+    envelope: &str,
+    sealer: &dyn Sealer,
+) -> Result<Vec<u8>, StoreError> {
+    let Some(purpose) = purpose_of(field) else {
+        return Err(StoreError::Corrupt(format!(
+            "item {pk} / {sk}: '{field}' is not a sealed field"
+        )));
+    };
+    let place = Place {
+        pk,
+        sk,
+        field,
+        purpose,
+    };
+    let plain = sealer
+        .open(place, envelope)
+        .await
+        .map_err(|e| sealing_failed(pk, sk, field, e))?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&plain).is_err() {
+        return Err(StoreError::Corrupt(format!(
+            "item {pk} / {sk}: sealed field '{field}' is not JSON"
+        )));
+    }
+    Ok(plain)
+}
+
+/// Whether a stored body may hold sealed fields: only the kinds with secrets (told by the key's `sk`) and
+/// only bodies that mention `"sealed":` (a SIMD substring search; a body that merely mentions it somewhere
+/// inside is parsed and found plain). Never misses a sealed body; on the read path of every item.
+fn may_be_sealed(sk: &str, body: &[u8]) -> bool {
+    static NEEDLE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"sealed\":"));
+    let kind_with_secrets = [
+        keys::SK_BINDING_PREFIX,
+        keys::SK_OPERATION_PREFIX,
+        keys::SK_CALLBACK_PREFIX,
+    ]
+    .iter()
+    .any(|p| sk.starts_with(p));
+    kind_with_secrets && NEEDLE.find(body).is_some()
 }
 
 /// The JSON of a stored body with its sealed fields opened back in place; `None` when it has none
@@ -110,7 +202,7 @@ pub async fn open_value(
     body: &[u8],
     sealer: &dyn Sealer,
 ) -> Result<Option<Value>, StoreError> {
-    if !may_be_sealed(body) {
+    if !may_be_sealed(sk, body) {
         return Ok(None);
     }
     let mut value: Value = serde_json::from_slice(body).map_err(corrupt)?;
@@ -127,27 +219,13 @@ pub async fn open_value(
         }
     };
     for (field, envelope) in sealed {
-        let (Some(purpose), Value::String(envelope)) = (purpose_of(&field), envelope) else {
+        let Value::String(envelope) = envelope else {
             return Err(StoreError::Corrupt(format!(
-                "item {pk} / {sk}: '{field}' is not a sealed field"
+                "item {pk} / {sk}: '{field}' is not a sealed value"
             )));
         };
-        let place = Place {
-            pk,
-            sk,
-            field: &field,
-            purpose,
-        };
-        let plain = sealer
-            .open(place, &envelope)
-            .await
-            .map_err(|e| sealing_failed(pk, sk, &field, e))?;
-        let opened: Value = serde_json::from_slice(&plain).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "item {pk} / {sk}: sealed field '{field}' is not JSON"
-            ))
-        })?;
-        obj.insert(field, opened);
+        let plain = open_field(pk, sk, &field, &envelope, sealer).await?;
+        obj.insert(field, serde_json::from_slice(&plain).map_err(corrupt)?);
     }
     Ok(Some(value))
 }
@@ -159,6 +237,12 @@ pub async fn decode<T: DeserializeOwned>(
     body: &[u8],
     sealer: &dyn Sealer,
 ) -> Result<T, StoreError> {
+    if !may_be_sealed(sk, body) {
+        return serde_json::from_slice(body).map_err(corrupt);
+    }
+    if let Some(bytes) = open_spliced(pk, sk, body, sealer).await? {
+        return serde_json::from_slice(&bytes).map_err(corrupt);
+    }
     match open_value(pk, sk, body, sealer).await? {
         None => serde_json::from_slice(body).map_err(corrupt),
         Some(v) => serde_json::from_value(v).map_err(corrupt),
@@ -173,6 +257,12 @@ pub async fn decode_record(
     body: &[u8],
     sealer: &dyn Sealer,
 ) -> Result<Record, StoreError> {
+    if !may_be_sealed(sk, body) {
+        return keys::decode_record(kind, body).map_err(StoreError::Corrupt);
+    }
+    if let Some(bytes) = open_spliced(pk, sk, body, sealer).await? {
+        return keys::decode_record(kind, &bytes).map_err(StoreError::Corrupt);
+    }
     match open_value(pk, sk, body, sealer).await? {
         None => keys::decode_record(kind, body).map_err(StoreError::Corrupt),
         Some(v) => {
@@ -314,6 +404,48 @@ mod tests {
         assert_eq!(back, record);
         let typed: Callback = decode(&pk, &sk, &body, &ring).await.expect("typed");
         assert_eq!(Record::Callback(typed), record);
+    }
+
+    #[tokio::test]
+    async fn sealed_goes_last_and_other_layouts_still_read() {
+        let ring = LocalKeyring::random();
+        let record = Record::Callback(callback());
+        let (pk, sk, kind) = keys::record_key(&record);
+        let body = encode(&record, &ring).await.expect("encode");
+        let text = String::from_utf8(body.clone()).expect("utf-8");
+        assert!(
+            text.rfind("\"sealed\":{")
+                .is_some_and(|at| text[at..].ends_with("}}"))
+        );
+        assert!(
+            open_spliced(&pk, &sk, &body, &ring)
+                .await
+                .expect("opens")
+                .is_some()
+        );
+        // The same item with "sealed" among the other members (e.g. re-serialized with sorted keys).
+        let sorted = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).expect("json"))
+            .expect("json");
+        assert_ne!(sorted, body);
+        assert!(
+            open_spliced(&pk, &sk, &sorted, &ring)
+                .await
+                .expect("no error")
+                .is_none()
+        );
+        let back = decode_record(kind, &pk, &sk, &sorted, &ring)
+            .await
+            .expect("decode");
+        assert_eq!(back, record);
+        // A plain record whose last member holds a nested "sealed" key is plain.
+        let mut cb = callback();
+        cb.secret = None;
+        cb.body = None;
+        let mut v = serde_json::to_value(&cb).expect("json");
+        v["zz"] = serde_json::json!({"sealed": {"body": "x"}});
+        let nested = serde_json::to_vec(&v).expect("json");
+        let read: Callback = decode(&pk, &sk, &nested, &ring).await.expect("plain");
+        assert_eq!(read, cb);
     }
 
     #[tokio::test]
