@@ -118,8 +118,10 @@ def prepare_aws(endpoint):
         Name="osb-bench-sharing-keys",
         SecretString=json.dumps({"current": "k1", "k1": "bench-sharing-key-material-0123456789"}),
     )
+    key = boto3.client("kms", **kw).create_key(Description="osb-bench record key")["KeyMetadata"]["Arn"]
     return {"OSB_TABLE_NAME": "osb-bench", "OSB_OPERATIONS_QUEUE_URL": url, "OSB_WEBHOOK_QUEUE_URL": webhooks,
-            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants", "OSB_SHARING_KEYS_SECRET_ID": "osb-bench-sharing-keys"}
+            "OSB_TENANTS_SECRET_ID": "osb-bench-tenants", "OSB_SHARING_KEYS_SECRET_ID": "osb-bench-sharing-keys",
+            "OSB_KMS_KEY_ID": key}
 
 
 def run_once(binary, event, env):

@@ -1,5 +1,6 @@
 //! The local broker: every role (API, operations worker, webhook sender) in one process on the embedded store and the
-//! in-process queue. `osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]`.
+//! in-process queue. `osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]`;
+//! `osb-broker reencrypt [--rotate-key] [--config FILE] [--data-dir DIR]` re-encrypts the stored secrets.
 
 use anyhow::{Context, bail};
 use osb_broker::broker::run_workers;
@@ -7,17 +8,32 @@ use osb_broker::config::BrokerConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn parse_args() -> anyhow::Result<BrokerConfig> {
-    let mut args = std::env::args().skip(1);
-    let (mut config, mut listen, mut data_dir) = (None, None, None);
+const USAGE: &str = "usage: osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]\n       \
+osb-broker reencrypt [--rotate-key] [--config FILE] [--data-dir DIR]   (with the broker stopped)";
+
+/// What the command line asks for.
+struct Args {
+    config: BrokerConfig,
+    /// `reencrypt`: Some(rotate the key).
+    reencrypt: Option<bool>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = std::env::args().skip(1).peekable();
+    let reencrypt = args.peek().is_some_and(|a| a == "reencrypt");
+    if reencrypt {
+        args.next();
+    }
+    let (mut config, mut listen, mut data_dir, mut rotate) = (None, None, None, false);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
+            "--rotate-key" if reencrypt => rotate = true,
             "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
             "--listen" | "-l" => listen = Some(value("--listen")?),
             "--data-dir" | "-d" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--help" | "-h" => {
-                println!("usage: osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument '{other}' (see --help)"),
@@ -33,7 +49,30 @@ fn parse_args() -> anyhow::Result<BrokerConfig> {
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
-    Ok(cfg)
+    Ok(Args {
+        config: cfg,
+        reencrypt: reencrypt.then_some(rotate),
+    })
+}
+
+/// `osb-broker reencrypt`: every stored secret sealed again with the current (with `--rotate-key`: a
+/// new) record key.
+async fn reencrypt(cfg: &BrokerConfig, rotate: bool) -> anyhow::Result<()> {
+    let report = osb_broker::embedded::reencrypt(cfg, rotate).await?;
+    println!(
+        "re-encrypted {} items with record key {} ({} changed meanwhile and were left as written){}",
+        report.rewritten,
+        report.key_id,
+        report.skipped,
+        if report.retired_old_keys {
+            "; older keys removed from the key file"
+        } else if rotate {
+            "; older keys kept in the key file (run again to retire them)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -45,7 +84,13 @@ async fn main() -> anyhow::Result<()> {
                 .add_directive(osb_broker::backends::postgresql::SQL_LOG_DIRECTIVE.parse()?),
         )
         .init();
-    let cfg = parse_args()?;
+    let Args {
+        config: cfg,
+        reencrypt: rotate,
+    } = parse_args()?;
+    if let Some(rotate) = rotate {
+        return reencrypt(&cfg, rotate).await;
+    }
     let embedded = osb_broker::embedded::build_default(&cfg)?;
     let resumed = embedded.broker.resume_unfinished().await?;
     if resumed.redriven + resumed.failed > 0 {

@@ -167,6 +167,9 @@ used = {
     "secretsmanager": sdk_calls("tenants.rs") & KNOWN["secretsmanager"],
 }
 check("Scan" not in used["dynamodb"], "shared/src/aws/dynamodb.rs calls Scan")
+# The one Scan: the maintenance re-encryption (shared/src/aws/maintenance.rs), run by the worker only.
+maintenance_calls = sdk_calls("maintenance.rs") & KNOWN["dynamodb"]
+check(maintenance_calls == {"Scan"}, f"shared/src/aws/maintenance.rs: expected only Scan, found {maintenance_calls}")
 
 
 def granted(role: str, resource: str) -> set[str]:
@@ -182,7 +185,7 @@ needs = {
     "ApiFunctionRole": [("Table", "dynamodb", used["dynamodb"]), ("OperationsQueue", "sqs", {"SendMessage"}),
                         ("TenantsSecret", "secretsmanager", used["secretsmanager"]),
                         ("SharingKeysSecret", "secretsmanager", used["secretsmanager"])],
-    "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"]),
+    "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"] | maintenance_calls),
                            ("OperationsQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
                                                                      "GetQueueAttributes"}),
                            ("WebhookQueue", "sqs", {"SendMessage"})],
@@ -199,6 +202,43 @@ for role, wants in needs.items():
         missing = {f"{service}:{a}" for a in actions} - granted(role, resource)
         check(not missing, f"{role}: {sorted(missing)} on {resource} not granted (called in shared/src/aws/)")
 check(bool(used["dynamodb"]) and "SendMessage" in used["sqs"], "found no SDK calls in shared/src/aws/ (parser drift?)")
+
+for role in ("ApiFunctionRole", "WebhookFunctionRole"):
+    check("dynamodb:Scan" not in granted(role, "Table"), f"{role}: dynamodb:Scan is for the worker's re-encryption only")
+
+# KMS: the functions seal with RecordKey (OSB_KMS_KEY_ID); its key policy is the only grant of its use: the API
+# and the worker both purposes, the webhook sender only `webhook`; nobody else any cryptographic action.
+kms_calls = sdk_calls("kms.rs")
+check(kms_calls >= {"GenerateDataKey", "Decrypt"}, f"shared/src/aws/kms.rs: GenerateDataKey/Decrypt not found ({kms_calls})")
+check(ref_name(global_env.get("OSB_KMS_KEY_ID")) == "RecordKey", "OSB_KMS_KEY_ID must be RecordKey")
+key = resources.get("RecordKey", {})
+check(key.get("Type") == "AWS::KMS::Key", "RecordKey must be an AWS::KMS::Key")
+check(key.get("DeletionPolicy") == "Retain", "RecordKey: DeletionPolicy must be Retain (the table is retained)")
+key_props = key.get("Properties", {})
+check(key_props.get("EnableKeyRotation") is True, "RecordKey: EnableKeyRotation must be true")
+purpose_of = {"ApiFunctionRole": {"credentials", "webhook"}, "WorkerFunctionRole": {"credentials", "webhook"},
+              "WebhookFunctionRole": {"webhook"}}
+crypto = {"kms:" + c for c in kms_calls} | {"kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:*"}
+seen: dict[str, set[str]] = {}
+for st in key_props.get("KeyPolicy", {}).get("Statement", []):
+    actions = set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    principals = st.get("Principal", {}).get("AWS", [])
+    principals = principals if isinstance(principals, list) else [principals]
+    names = [ref_name(p) for p in principals]
+    uses = actions & crypto
+    if not uses:
+        continue
+    check(all(n in purpose_of for n in names), f"RecordKey/{st.get('Sid')}: {names} may use the key")
+    purposes = st.get("Condition", {}).get("StringEquals", {}).get("kms:EncryptionContext:purpose")
+    purposes = set(purposes if isinstance(purposes, list) else [purposes]) if purposes else set()
+    check(bool(purposes), f"RecordKey/{st.get('Sid')}: no kms:EncryptionContext:purpose condition")
+    check(uses <= {"kms:" + c for c in kms_calls}, f"RecordKey/{st.get('Sid')}: grants {sorted(uses)}")
+    for n in names:
+        check(purposes <= purpose_of.get(n, set()), f"RecordKey/{st.get('Sid')}: {n} gets purposes {sorted(purposes)}")
+        seen.setdefault(n, set()).update(f"{a}@{p}" for a in uses for p in purposes)
+for n, purposes in purpose_of.items():
+    want = {f"kms:{c}@{p}" for c in ("GenerateDataKey", "Decrypt") for p in purposes}
+    check(want <= seen.get(n, set()), f"RecordKey: {n} lacks {sorted(want - seen.get(n, set()))}")
 
 # Indexes the store queries: defined on the table and queryable by the worker (it sweeps unfinished operations).
 dynamodb_rs = (ROOT / "shared/src/aws/dynamodb.rs").read_text()

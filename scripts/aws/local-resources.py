@@ -26,7 +26,9 @@ def main() -> None:
     endpoint = sys.argv[1]
     region = os.environ.get("AWS_REGION", "us-east-1")
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region)
-    ddb, sqs, sm = (session.client(s, endpoint_url=endpoint) for s in ("dynamodb", "sqs", "secretsmanager"))
+    ddb, sqs, sm, kms = (
+        session.client(s, endpoint_url=endpoint) for s in ("dynamodb", "sqs", "secretsmanager", "kms")
+    )
 
     table = cfn_yaml.load(str(ROOT / "template.yaml"))["Resources"]["Table"]["Properties"]
     try:
@@ -67,6 +69,13 @@ def main() -> None:
     except ClientError:
         keys = {"current": "k1", "k1": secrets.token_urlsafe(36)}
         keys_secret = sm.create_secret(Name=f"{NAME}-sharing-keys", SecretString=json.dumps(keys))["ARN"]
+    # The key whose data keys seal the stored secrets (the template's RecordKey), found again by its alias.
+    alias = f"alias/{NAME}-records"
+    try:
+        record_key = kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    except ClientError:
+        record_key = kms.create_key(Description=f"{NAME} record key")["KeyMetadata"]["Arn"]
+        kms.create_alias(AliasName=alias, TargetKeyId=record_key)
 
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -74,6 +83,7 @@ def main() -> None:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "OSB_TABLE_NAME": NAME,
+        "OSB_KMS_KEY_ID": record_key,
         "OSB_OPERATIONS_QUEUE_URL": queue,
         "OSB_WEBHOOK_QUEUE_URL": webhook_queue,
         "OSB_WEBHOOK_DLQ_URL": webhook_dlq_url,

@@ -1,6 +1,8 @@
 //! Wiring of the broker on its embedded adapters (SQLite store, in-process queue, simulated backend),
 //! shared by the local runner and the API Lambda until the AWS adapters are configured.
 
+use crate::adapters::local_key::LocalKeyring;
+use crate::adapters::sqlite::META_RECORD_KEY_ID;
 use crate::adapters::{MemoryQueue, SqliteStore};
 use crate::backends::Dispatcher;
 use crate::backends::postgresql::PostgresBackend;
@@ -37,6 +39,75 @@ pub enum StartError {
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
     SharingKeys(#[from] crate::sharing::token::KeySetError),
+    #[error(transparent)]
+    RecordKey(#[from] crate::adapters::local_key::KeyFileError),
+}
+
+/// The file (in the data directory) holding the keys that seal the stored secrets.
+pub const RECORD_KEY_FILE: &str = "record-key";
+/// The database file in the data directory.
+pub const DATABASE_FILE: &str = "broker.db";
+
+/// The store of a data directory with its record keyring: the key file must hold the key the database
+/// was last sealed with (a missing or wrong file is an error naming it); a database without a key yet
+/// (new, or written before encryption) gets the file's key, created on first start.
+pub fn open_store(config: &BrokerConfig) -> Result<(SqliteStore, LocalKeyring), StartError> {
+    open_store_rotating(config, false)
+}
+
+/// `open_store`; with `rotate`, a new sealing key is added to the key file first (the old ones stay
+/// until `reencrypt` retires them).
+fn open_store_rotating(
+    config: &BrokerConfig,
+    rotate: bool,
+) -> Result<(SqliteStore, LocalKeyring), StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    let db = config.data_dir.join(DATABASE_FILE);
+    let expected = SqliteStore::read_meta(&db, META_RECORD_KEY_ID)?;
+    let mut keyring =
+        LocalKeyring::open_or_create(&config.data_dir.join(RECORD_KEY_FILE), expected.as_deref())?;
+    if rotate {
+        keyring.rotate()?;
+    }
+    let store = SqliteStore::open(db, config.synchronous, Arc::new(keyring.clone()))?;
+    // From here on the database expects the sealing key (the file still holds the older ones).
+    if expected.as_deref() != Some(keyring.active_id()) {
+        store.write_meta(META_RECORD_KEY_ID, keyring.active_id())?;
+    }
+    Ok((store, keyring))
+}
+
+/// What `reencrypt` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReencryptReport {
+    pub rewritten: u64,
+    pub skipped: u64,
+    /// The id of the key everything is sealed with now.
+    pub key_id: String,
+    /// Whether older keys were removed from the key file.
+    pub retired_old_keys: bool,
+}
+
+/// The one-off re-encryption of a data directory (`osb-broker reencrypt`; the broker must be stopped):
+/// every item with secret fields is written again, sealed with the key file's first key, so items written
+/// before encryption get sealed. With `rotate`, a new key is made first and, once every item is sealed
+/// with it, the old keys are removed from the file.
+pub async fn reencrypt(config: &BrokerConfig, rotate: bool) -> Result<ReencryptReport, StartError> {
+    let (store, mut keyring) = open_store_rotating(config, rotate)?;
+    let report = crate::sealing::reseal(&store, &store, None, None).await?;
+    // Replaced bodies may linger in free pages and the WAL: rewrite the file without them.
+    store.vacuum()?;
+    let retire = rotate && report.skipped == 0;
+    if retire {
+        keyring.retire_old_keys()?;
+    }
+    Ok(ReencryptReport {
+        rewritten: report.rewritten,
+        skipped: report.skipped,
+        key_id: keyring.active_id().to_owned(),
+        retired_old_keys: retire,
+    })
 }
 
 /// The assembled embedded broker.
@@ -57,13 +128,13 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
     })?);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
-    let db_file = config.data_dir.join("broker.db");
     // Sharing token keys are kept next to the database, never in it; a database without them is an
     // error, never a silent new key.
-    let first_start = !db_file.exists();
+    let first_start = !config.data_dir.join(DATABASE_FILE).exists();
     let token_keys =
         crate::sharing::TokenKeys::load(&config.data_dir.join("sharing-token-key"), first_start)?;
-    let store = SqliteStore::open(db_file, config.synchronous)?;
+    // Secrets in the store are sealed with the data directory's record key (never in the database).
+    let (store, _) = open_store(config)?;
     let policy = config
         .webhooks
         .clone()

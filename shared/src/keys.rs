@@ -132,6 +132,20 @@ pub fn encode_record(record: &Record) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
+/// The record as JSON (what `sealing` seals the secret fields of before storing).
+pub fn record_value(record: &Record) -> Result<serde_json::Value, String> {
+    match record {
+        Record::Instance(i) => serde_json::to_value(i),
+        Record::Binding(b) => serde_json::to_value(b),
+        Record::Operation(o) => serde_json::to_value(o),
+        Record::Callback(c) => serde_json::to_value(c),
+        Record::Lease(l) => serde_json::to_value(l),
+        Record::ShareRules(r) => serde_json::to_value(r),
+        Record::SharingToken(t) => serde_json::to_value(t),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Sparse index of operations in progress: `unfinished_shard = U#<0..UNFINISHED_SHARDS>`.
 pub const UNFINISHED_SHARDS: u32 = 4;
 

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod model;
 pub mod ports;
 pub mod records;
+pub mod sealing;
 pub mod sharing;
 pub mod tenants;
 pub mod webhooks;

@@ -10,7 +10,10 @@ async fn sqlite() -> Arc<dyn Store> {
     let dir = tempfile::tempdir().expect("tempdir");
     // The directory must outlive the store: leak it for the test's lifetime.
     let path = dir.keep().join("contract.db");
-    Arc::new(SqliteStore::open(path, Synchronous::Normal).expect("open sqlite")) as Arc<dyn Store>
+    // Sealing with a local record key, as in local mode.
+    let keyring = Arc::new(osb_broker::adapters::local_key::LocalKeyring::random());
+    Arc::new(SqliteStore::open(path, Synchronous::Normal, keyring).expect("open sqlite"))
+        as Arc<dyn Store>
 }
 
 async fn memory_queue() -> Arc<dyn Queue> {

@@ -137,7 +137,8 @@ async fn store() -> (DynamoStore, Faults) {
             .interceptor(faults.clone())
             .build(),
     );
-    let store = DynamoStore::new(client, unique_name("osb"));
+    let sealer = osb_broker::aws::testing::kms_sealer(&sdk).await;
+    let store = DynamoStore::new(client, unique_name("osb"), sealer);
     store.create_table().await.expect("create table");
     (store, faults)
 }

@@ -633,17 +633,12 @@ struct Records {
     unfinished_callbacks: i64,
 }
 
-fn read_records(data_dir: &std::path::Path) -> Records {
+async fn read_records(data_dir: &std::path::Path) -> Records {
     let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("broker.db");
-    let rows = |kind: &str| -> Vec<Value> {
-        let mut stmt = db
-            .prepare("SELECT body FROM items WHERE kind = ?1")
-            .expect("select");
-        stmt.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
-            .expect("query")
-            .map(|b| serde_json::from_slice(&b.expect("row")).expect("json"))
-            .collect()
-    };
+    let (instances, bindings) = (
+        crate::stored_records(data_dir, "instance").await,
+        crate::stored_records(data_dir, "binding").await,
+    );
     let count = |kind: &str| -> i64 {
         db.query_row(
             "SELECT count(*) FROM items WHERE kind = ?1 AND unfinished = 1",
@@ -653,8 +648,8 @@ fn read_records(data_dir: &std::path::Path) -> Records {
         .expect("count")
     };
     Records {
-        instances: rows("instance"),
-        bindings: rows("binding"),
+        instances,
+        bindings,
         unfinished_operations: count("operation"),
         unfinished_callbacks: count("callback"),
     }
@@ -782,7 +777,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     let data = broker.data_dir();
     let drain_deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let r = read_records(&data);
+        let r = read_records(&data).await;
         if r.unfinished_operations == 0 && r.unfinished_callbacks == 0 {
             break;
         }
@@ -797,7 +792,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     }
     broker.kill();
 
-    let records = read_records(&data);
+    let records = read_records(&data).await;
     let ledger = read_ledger(&data);
     let expected = expected_ledger(&records);
     for leaked in ledger.difference(&expected) {

@@ -109,6 +109,31 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The records of one entity kind in a broker's `broker.db` as JSON, their sealed fields opened with the
+/// data directory's record key (what the broker itself reads).
+pub async fn stored_records(data_dir: &Path, kind: &str) -> Vec<Value> {
+    let keyring = osb_broker::adapters::local_key::LocalKeyring::load(&data_dir.join("record-key"))
+        .expect("the record key file");
+    let rows: Vec<(String, String, Vec<u8>)> = {
+        let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("broker.db");
+        let mut stmt = db
+            .prepare("SELECT pk, sk, body FROM items WHERE kind = ?1")
+            .expect("select");
+        stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (pk, sk, body) in rows {
+        let opened = osb_broker::sealing::open_value(&pk, &sk, &body, &keyring)
+            .await
+            .expect("sealed fields open");
+        out.push(opened.unwrap_or_else(|| serde_json::from_slice(&body).expect("json")));
+    }
+    out
+}
+
 /// Builds `osb-broker` once per test process and returns its path.
 pub fn broker_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -344,6 +369,42 @@ impl Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Runs the broker binary once more on this broker's configuration with `args` in front (e.g.
+    /// `reencrypt`), while the broker itself is stopped: its exit status (`None`: still running after
+    /// `limit`, then killed) and everything it printed.
+    pub fn run_binary(
+        &self,
+        args: &[&str],
+        limit: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let out = self.dir.path().join("run.log");
+        let log = std::fs::File::create(&out).expect("run log");
+        let log2 = log.try_clone().expect("run log");
+        let mut child = Command::new(broker_binary())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", &self.rust_log)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("spawn the broker binary");
+        let started = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, std::fs::read_to_string(&out).unwrap_or_default())
     }
 
     /// Starts the broker again on the same data directory (killing it first if it still runs), on the

@@ -1,12 +1,61 @@
 //! The worker Lambda's handlers: an SQS batch of operation messages, processed concurrently (one span
 //! each, by the domain's `process_message`), reporting only the failed message ids
 //! (`ReportBatchItemFailures`) so SQS redelivers just those; and the scheduled sweep (an EventBridge
-//! event) that re-drives operations and webhook callbacks whose message was lost.
+//! event) that re-drives operations and webhook callbacks whose message was lost; and the operator's
+//! one-off `{"osb_reseal": …}` invocation that re-encrypts every stored secret (docs/deploy.md).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use osb_broker::broker::Broker;
 use osb_broker::broker::worker::{SweepReport, process_message};
+use osb_broker::ports::RecordKey;
+use osb_broker::sealing::{RecordScan, reseal};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The key of an invocation that re-encrypts: `{"osb_reseal": {}}`, or `{"osb_reseal": {"from": {"pk":
+/// …, "sk": …}}}` to go on from the `next` an earlier invocation answered.
+pub const RESEAL_EVENT: &str = "osb_reseal";
+
+/// How long one re-encryption invocation works before it answers `next` (the function's timeout is 30 s).
+pub const RESEAL_BUDGET: Duration = Duration::from_secs(20);
+
+/// Re-encrypts (writes again, sealed with the current KMS key) every item with secret fields, from the
+/// event's `from` on, for at most `budget`; answers `{"rewritten", "skipped", "next"}` (`next` is null
+/// once every item is done, else the `from` of the next invocation).
+pub async fn handle_reseal<S>(
+    store: &S,
+    event: &serde_json::Value,
+    budget: Duration,
+) -> Result<serde_json::Value, osb_broker::error::BrokerError>
+where
+    S: osb_broker::ports::Store + RecordScan,
+{
+    let from = event[RESEAL_EVENT]
+        .get("from")
+        .filter(|f| !f.is_null())
+        .map(|f| match (f["pk"].as_str(), f["sk"].as_str()) {
+            (Some(pk), Some(sk)) => Ok(RecordKey {
+                pk: pk.to_owned(),
+                sk: sk.to_owned(),
+            }),
+            _ => Err(osb_broker::error::BrokerError::BadRequest(
+                "osb_reseal.from must be {\"pk\": …, \"sk\": …}".into(),
+            )),
+        })
+        .transpose()?;
+    let report = reseal(store, store, from, Some(Instant::now() + budget)).await?;
+    tracing::info!(
+        rewritten = report.rewritten,
+        skipped = report.skipped,
+        done = report.next.is_none(),
+        "re-encryption of stored secrets"
+    );
+    Ok(serde_json::json!({
+        "rewritten": report.rewritten,
+        "skipped": report.skipped,
+        "next": report.next.map(|k| serde_json::json!({"pk": k.pk, "sk": k.sk})),
+    }))
+}
 
 /// Dispatches an invocation: an SQS event (has `Records`) or the scheduled sweep (anything else, e.g. an
 /// EventBridge `Scheduled Event`).

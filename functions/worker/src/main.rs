@@ -10,10 +10,20 @@ async fn main() -> Result<(), Error> {
     osb_broker::aws::init_lambda_tracing();
     let cfg = AwsConfig::from_env(false)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let broker = aws::with_postgres(aws::broker(&cfg, &sdk)?, &cfg, &sdk).await?;
+    let store = aws::store(&cfg, &sdk);
+    let broker = aws::with_postgres(aws::broker_on(&cfg, &sdk, store.clone())?, &cfg, &sdk).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let broker = broker.clone();
+        let (broker, store) = (broker.clone(), store.clone());
         async move {
+            if event.payload.get(osb_worker::RESEAL_EVENT).is_some() {
+                return osb_worker::handle_reseal(
+                    store.as_ref(),
+                    &event.payload,
+                    osb_worker::RESEAL_BUDGET,
+                )
+                .await
+                .map_err(Error::from);
+            }
             osb_worker::handle_event(broker, event.payload)
                 .await
                 .map_err(Error::from)

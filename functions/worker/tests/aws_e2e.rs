@@ -54,6 +54,11 @@ struct Env {
     webhook_queue: SqsQueue,
     webhooks: Arc<WebhookDelivery>,
     calls: Arc<Counter>,
+    /// The table's raw items (what a reader of the table or a backup sees).
+    dynamo: aws_sdk_dynamodb::Client,
+    table: String,
+    cfg: AwsConfig,
+    sealer: Arc<aws::KmsSealer>,
 }
 
 /// The sharing token keys' secret, as the template makes it (`GenerateSecretString`).
@@ -88,12 +93,17 @@ async fn env() -> Env {
     let calls = Arc::new(Counter::default());
     let counting = Counting(calls.clone());
     let table = unique_name("osb");
+    let kms_key = osb_broker::aws::testing::kms_key(&sdk).await;
+    let sealer = Arc::new(aws::KmsSealer::new(
+        aws_sdk_kms::Client::new(&sdk),
+        &kms_key,
+    ));
     let dynamo = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(counting.clone())
             .build(),
     );
-    aws::DynamoStore::new(dynamo.clone(), &table)
+    aws::DynamoStore::new(dynamo.clone(), &table, sealer.clone())
         .create_table()
         .await
         .unwrap();
@@ -110,6 +120,7 @@ async fn env() -> Env {
     let keys_id = secret(&sdk, "sharing-keys", SHARING_KEYS).await;
     let cfg = AwsConfig {
         table: table.clone(),
+        kms_key_id: kms_key,
         operations_queue_url: url.clone(),
         webhook_queue_url: webhook_url.clone(),
         webhook_dlq_url: None,
@@ -124,7 +135,11 @@ async fn env() -> Env {
         .unwrap();
     // Rebuild the broker on the counting clients so that every DynamoDB/SQS call is seen.
     let mut broker = (*state.broker).clone();
-    broker.store = Arc::new(aws::DynamoStore::new(dynamo, &table));
+    broker.store = Arc::new(aws::DynamoStore::new(
+        dynamo.clone(),
+        &table,
+        sealer.clone(),
+    ));
     broker.queue = Arc::new(SqsQueue::new(sqs.clone(), &url));
     broker.webhook_queue = Arc::new(SqsQueue::new(sqs.clone(), &webhook_url));
     // Test receivers listen on 127.0.0.1: the loopback escape hatch, which only code can turn on (the
@@ -157,6 +172,10 @@ async fn env() -> Env {
         webhook_queue: SqsQueue::new(sqs, webhook_url),
         webhooks,
         calls,
+        dynamo,
+        table,
+        cfg,
+        sealer,
     }
 }
 
@@ -785,6 +804,7 @@ async fn the_worker_fixture_event_reports_only_failed_message_ids() {
     broken.store = Arc::new(aws::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&moto().sdk_config().await),
         "no-such-table",
+        e.sealer.clone(),
     ));
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let resp = osb_worker::handle_batch(Arc::new(broken), event).await;
@@ -811,6 +831,7 @@ async fn the_webhook_fixture_event_is_handled_and_failures_are_reported_by_id() 
     broken.store = Arc::new(aws::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&moto().sdk_config().await),
         "no-such-table",
+        e.sealer.clone(),
     ));
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let resp = osb_webhooks::handle_batch(Arc::new(broken), event).await;
@@ -1166,17 +1187,29 @@ async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts
     let sdk = moto().sdk_config().await;
     let table = unique_name("osb");
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    aws::DynamoStore::new(dynamo, &table)
-        .create_table()
-        .await
-        .unwrap();
+    let kms_key = osb_broker::aws::testing::kms_key(&sdk).await;
+    aws::DynamoStore::new(
+        dynamo,
+        &table,
+        osb_broker::aws::testing::kms_sealer(&sdk).await,
+    )
+    .create_table()
+    .await
+    .unwrap();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let keys_id = secret(&sdk, "sharing-keys", SHARING_KEYS).await;
     let cold_start = |tenants_text: String| {
-        let (sdk, sqs, table, keys_id) = (sdk.clone(), sqs.clone(), table.clone(), keys_id.clone());
+        let (sdk, sqs, table, keys_id, kms_key_id) = (
+            sdk.clone(),
+            sqs.clone(),
+            table.clone(),
+            keys_id.clone(),
+            kms_key.clone(),
+        );
         async move {
             let cfg = AwsConfig {
                 table,
+                kms_key_id,
                 operations_queue_url: SqsQueue::create(&sqs, &unique_name("ops")).await.unwrap(),
                 webhook_queue_url: SqsQueue::create(&sqs, &unique_name("wh")).await.unwrap(),
                 webhook_dlq_url: None,
@@ -1269,4 +1302,299 @@ async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts
             .is_some_and(|d| d.contains("lease from instance owner")),
         "{lease}"
     );
+}
+
+/// Every raw item of the table as DynamoDB holds it (what a reader of the table, a backup or an export
+/// sees), as JSON text.
+async fn raw_items(e: &Env) -> Vec<(String, String, String)> {
+    let out = e
+        .dynamo
+        .scan()
+        .table_name(&e.table)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| {
+            let s = |k: &str| match item.get(k) {
+                Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+                _ => String::new(),
+            };
+            (s("pk"), s("sk"), format!("{item:?}"))
+        })
+        .collect()
+}
+
+/// Writes an item's `body` attribute as it is (a tampered item, or one written before encryption).
+async fn set_raw_body(e: &Env, pk: &str, sk: &str, body: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    e.dynamo
+        .update_item()
+        .table_name(&e.table)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .update_expression("SET body = :b")
+        .expression_attribute_values(":b", AttributeValue::S(body.into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn raw_body(e: &Env, pk: &str, sk: &str) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = e
+        .dynamo
+        .get_item()
+        .table_name(&e.table)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    match out.item.unwrap().get("body") {
+        Some(AttributeValue::S(b)) => b.clone(),
+        other => panic!("no body: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_items_hold_no_secret_and_kms_sealed_credentials_read_back_exactly() {
+    use e2e::receiver::{Receiver, Reply};
+    let e = env().await;
+    // Bind synchronously, then the same PUT again: the exact credentials both times.
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/enc-1",
+            "",
+            Some(provision_body(SMALL, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let bind = json!({"service_id": PG, "plan_id": SMALL});
+    let path = "/v2/service_instances/enc-1/service_bindings/b1";
+    let (s, first) = e.api("cf1", "PUT", path, "", Some(bind.clone())).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = e.api("cf1", "PUT", path, "", Some(bind)).await;
+    assert_eq!((s, &again["credentials"]), (200, &first["credentials"]));
+    let (s, got) = e.api("cf1", "GET", path, "", None).await;
+    assert_eq!((s, &got["credentials"]), (200, &first["credentials"]));
+    let password = first["credentials"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = first["credentials"]["uri"].as_str().unwrap().to_owned();
+
+    // An asynchronous bind with a webhook whose receiver fails once: the callback stays pending with
+    // its secret and body (the credentials), then the retry delivers the exact credentials.
+    let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(200)]).await;
+    let secret = "aws-enc-webhook-secret-0042";
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/enc-2",
+            "",
+            Some(provision_body(ASYNC_BIND, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let hook_path = "/v2/service_instances/enc-2/service_bindings/b2";
+    let q = format!(
+        "accepts_incomplete=true&webhook={}&secret={secret}",
+        rx.url("/hook")
+    );
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            hook_path,
+            &q,
+            Some(json!({"service_id": PG, "plan_id": ASYNC_BIND})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    // While the bind runs, its operation holds the webhook registration.
+    let items = raw_items(&e).await;
+    assert!(items.iter().any(|(_, sk, _)| sk.starts_with("O#")));
+    for (_, _, item) in &items {
+        assert!(
+            !item.contains(secret),
+            "the webhook secret is stored plain: {item}"
+        );
+    }
+    let (s, b) = e
+        .settle("cf1", &format!("{hook_path}/last_operation"))
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.received().is_empty() {
+        assert!(Instant::now() < deadline, "no first attempt");
+        e.webhook_round().await;
+    }
+    let (_, got2) = e.api("cf1", "GET", hook_path, "", None).await;
+    let password2 = got2["credentials"]["password"].as_str().unwrap().to_owned();
+    // The pending callback (after the failed attempt) and every other item: no secret in plain text.
+    let items = raw_items(&e).await;
+    assert!(
+        items
+            .iter()
+            .any(|(_, sk, item)| sk.starts_with("W#") && item.contains("sealed"))
+    );
+    for (_, _, item) in &items {
+        for s in [password.as_str(), uri.as_str(), password2.as_str(), secret] {
+            assert!(!item.contains(s), "'{s}' is stored plain: {item}");
+        }
+    }
+    while rx.received().len() < 2 {
+        assert!(Instant::now() < deadline, "not delivered");
+        e.webhook_round().await;
+    }
+    assert_eq!(rx.received()[1].json()["credentials"], got2["credentials"]);
+    // Data keys are cached per cold start: two purposes, so at most two GenerateDataKey calls, and no
+    // Decrypt of what this process sealed itself.
+    let (generated, decrypted) = e.sealer.kms_calls();
+    assert!(generated <= 2, "GenerateDataKey called {generated} times");
+    assert_eq!(decrypted, 0);
+
+    // A fresh sealer (another cold start) opens them through KMS Decrypt, once per data key.
+    let sdk = moto().sdk_config().await;
+    let cold = Arc::new(aws::KmsSealer::new(
+        aws_sdk_kms::Client::new(&sdk),
+        &e.cfg.kms_key_id,
+    ));
+    let cold_store = aws::DynamoStore::new(e.dynamo.clone(), &e.table, cold.clone());
+    use osb_broker::ports::Store;
+    let iid = osb_broker::ids::InstanceId::parse("enc-1").unwrap();
+    let b1 = osb_broker::ids::BindingId::parse("b1").unwrap();
+    let read = cold_store
+        .get_binding("cf1", &iid, &b1)
+        .await
+        .unwrap()
+        .unwrap();
+    let creds = serde_json::to_value(read.item.result.unwrap().credentials).unwrap();
+    assert_eq!(creds, first["credentials"]);
+    assert_eq!(cold.kms_calls(), (0, 1));
+    let (pk, sk) = ("T#cf1#I#enc-1".to_owned(), "B#b1".to_owned());
+    let body = raw_body(&e, &pk, &sk).await;
+
+    // Tampered: one character of the sealed credentials changed → 500, never other credentials.
+    let mut v: Value = serde_json::from_str(&body).unwrap();
+    let env_text = v["sealed"]["result"].as_str().unwrap().to_owned();
+    let mut chars: Vec<char> = env_text.chars().collect();
+    let at = chars.len() - 4;
+    chars[at] = if chars[at] == 'x' { 'y' } else { 'x' };
+    v["sealed"]["result"] = json!(chars.into_iter().collect::<String>());
+    set_raw_body(&e, &pk, &sk, &v.to_string()).await;
+    let (s, b) = e.api("cf1", "GET", path, "", None).await;
+    assert_eq!(s, 500, "{b}");
+    assert!(b.get("credentials").is_none());
+    // Moved: b1's sealed credentials copied into b2's item do not open there.
+    let b2_body = raw_body(&e, "T#cf1#I#enc-2", "B#b2").await;
+    let mut moved: Value = serde_json::from_str(&b2_body).unwrap();
+    moved["sealed"]["result"] = json!(env_text);
+    set_raw_body(&e, "T#cf1#I#enc-2", "B#b2", &moved.to_string()).await;
+    let (s, b) = e.api("cf1", "GET", hook_path, "", None).await;
+    assert_eq!(s, 500, "{b}");
+    // Put b1 back as it was.
+    set_raw_body(&e, &pk, &sk, &body).await;
+    set_raw_body(&e, "T#cf1#I#enc-2", "B#b2", &b2_body).await;
+    let (s, got) = e.api("cf1", "GET", path, "", None).await;
+    assert_eq!((s, &got["credentials"]), (200, &first["credentials"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reseal_invocation_seals_plain_items_and_rewraps_under_a_new_kms_key() {
+    use osb_broker::ports::Store;
+    let e = env().await;
+    let (s, b) = e
+        .api(
+            "cf1",
+            "PUT",
+            "/v2/service_instances/rs-1",
+            "",
+            Some(provision_body(SMALL, json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let path = "/v2/service_instances/rs-1/service_bindings/b1";
+    let (s, first) = e
+        .api(
+            "cf1",
+            "PUT",
+            path,
+            "",
+            Some(json!({"service_id": PG, "plan_id": SMALL})),
+        )
+        .await;
+    assert_eq!(s, 201, "{first}");
+    let password = first["credentials"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (pk, sk) = ("T#cf1#I#rs-1", "B#b1");
+    // The binding as a broker before encryption wrote it: plain JSON. It still reads.
+    let sealed_body = raw_body(&e, pk, sk).await;
+    let iid = osb_broker::ids::InstanceId::parse("rs-1").unwrap();
+    let bid = osb_broker::ids::BindingId::parse("b1").unwrap();
+    let plain = e
+        .broker
+        .store
+        .get_binding("cf1", &iid, &bid)
+        .await
+        .unwrap()
+        .unwrap()
+        .item;
+    set_raw_body(&e, pk, sk, &serde_json::to_string(&plain).unwrap()).await;
+    assert!(raw_body(&e, pk, sk).await.contains(&password));
+    let (s, got) = e.api("cf1", "GET", path, "", None).await;
+    assert_eq!((s, &got["credentials"]), (200, &first["credentials"]));
+
+    // Rotation to a new KMS key: the functions now seal with it; the operator's reseal invocation
+    // rewrites every item, in pages that go on from `next`.
+    let sdk = moto().sdk_config().await;
+    let new_key = osb_broker::aws::testing::kms_key(&sdk).await;
+    let sealer = Arc::new(aws::KmsSealer::new(
+        aws_sdk_kms::Client::new(&sdk),
+        &new_key,
+    ));
+    let store = aws::DynamoStore::new(e.dynamo.clone(), &e.table, sealer.clone());
+    let mut event = json!({"osb_reseal": {}});
+    let mut rewritten = 0;
+    loop {
+        let out = osb_worker::handle_reseal(&store, &event, Duration::ZERO)
+            .await
+            .unwrap();
+        rewritten += out["rewritten"].as_u64().unwrap();
+        if out["next"].is_null() {
+            break;
+        }
+        event = json!({"osb_reseal": {"from": out["next"]}});
+    }
+    assert!(rewritten >= 2, "the binding and its operation: {rewritten}");
+    let body = raw_body(&e, pk, sk).await;
+    assert!(!body.contains(&password), "sealed again: {body}");
+    assert_ne!(body, sealed_body);
+    // Sealed under the new key: the new key's sealer generated its data key and opens it without KMS.
+    let read = store
+        .get_binding("cf1", &iid, &bid)
+        .await
+        .unwrap()
+        .unwrap()
+        .item;
+    assert_eq!(
+        serde_json::to_value(read.result.unwrap().credentials).unwrap(),
+        first["credentials"]
+    );
+    assert_eq!(sealer.kms_calls().0, 1);
+    // A bad `from` is refused.
+    let err =
+        osb_worker::handle_reseal(&store, &json!({"osb_reseal": {"from": 3}}), Duration::ZERO)
+            .await;
+    assert!(err.is_err());
 }

@@ -76,10 +76,15 @@ async fn the_admin_secret_comes_from_secrets_manager_and_bindings_are_real_roles
     };
     let sdk = moto().sdk_config().await;
     let table = unique_name("osb");
-    aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .create_table()
-        .await
-        .unwrap();
+    let kms_key_id = osb_broker::aws::testing::kms_key(&sdk).await;
+    aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &table,
+        osb_broker::aws::testing::kms_sealer(&sdk).await,
+    )
+    .create_table()
+    .await
+    .unwrap();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let ops = SqsQueue::create(&sqs, &unique_name("ops")).await.unwrap();
     let hooks = SqsQueue::create(&sqs, &unique_name("hooks")).await.unwrap();
@@ -129,6 +134,7 @@ async fn the_admin_secret_comes_from_secrets_manager_and_bindings_are_real_roles
     .unwrap();
     let mut cfg = AwsConfig {
         table,
+        kms_key_id,
         operations_queue_url: ops,
         webhook_queue_url: hooks,
         webhook_dlq_url: None,

@@ -1,6 +1,7 @@
 //! Embedded adapters of the ports, first-class for local mode: SQLite store (feature `embedded`),
-//! in-process queue.
+//! in-process queue, the local record-key sealer.
 
+pub mod local_key;
 pub mod memqueue;
 #[cfg(feature = "embedded")]
 pub mod sqlite;

@@ -5,17 +5,23 @@
 //! reader never waits for the writer, and a read from the page cache takes microseconds, less than a hop to
 //! another thread); scans of many items run on Tokio's blocking threads.
 //!
+//! Secret fields are sealed (`sealing`) before a batch goes to the writer thread and opened after a read,
+//! with the store's `Sealer` (the data directory's key file in local mode). A `meta` table remembers the
+//! id of the key the items were written with, so a missing or wrong key file is caught at start-up.
+//!
 //! Durability: WAL with `synchronous=NORMAL` survives a crash or kill of the broker process; the last
 //! transactions before a power loss may be lost. Set `synchronous = "full"` for power-loss durability.
 
 pub use crate::config::Synchronous;
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
+use crate::ports::sealer::Sealer;
 use crate::ports::{
     Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
     StoreError, Versioned, Write,
 };
 use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
+use crate::sealing;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -34,13 +40,21 @@ CREATE TABLE IF NOT EXISTS items (
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS items_unfinished;
 CREATE INDEX IF NOT EXISTS items_unfinished_keys ON items (kind, pk, sk) WHERE unfinished = 1;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// The `meta` entry holding the id of the key that seals the items (`adapters::local_key`).
+pub const META_RECORD_KEY_ID: &str = "record_key_id";
 
 struct Inner {
     path: PathBuf,
     sync: Synchronous,
     /// Hands write batches to the writer thread (group commit).
     writer: std::sync::mpsc::Sender<WriteJob>,
+    sealer: Arc<dyn Sealer>,
 }
 
 thread_local! {
@@ -72,9 +86,33 @@ fn with_reader<T>(
     })
 }
 
+/// A write ready for SQLite: its key, expectation, index flag and stored (sealed) body.
+struct EncodedWrite {
+    pk: String,
+    sk: String,
+    kind: &'static str,
+    expected: Expected,
+    unfinished: bool,
+    body: Vec<u8>,
+}
+
+impl EncodedWrite {
+    async fn of(write: &Write, sealer: &dyn Sealer) -> Result<Self, StoreError> {
+        let (pk, sk, kind) = keys::record_key(&write.record);
+        Ok(EncodedWrite {
+            pk,
+            sk,
+            kind,
+            expected: write.expected,
+            unfinished: keys::index_shard(&write.record).is_some(),
+            body: sealing::encode(&write.record, sealer).await?,
+        })
+    }
+}
+
 /// One `commit` call waiting for the writer thread.
 struct WriteJob {
-    writes: Vec<Write>,
+    writes: Vec<EncodedWrite>,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -189,17 +227,58 @@ fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8], version: i64) -> Result<Versioned<T>, StoreError> {
-    let item = serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Versioned {
-        item,
-        version: version as u64,
-    })
-}
-
 impl SqliteStore {
-    /// Opens (creating when needed) the database file at `path`.
-    pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self, StoreError> {
+    /// A stored body decoded, its sealed fields opened.
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        body: &[u8],
+        version: i64,
+    ) -> Result<Versioned<T>, StoreError> {
+        Ok(Versioned {
+            item: sealing::decode(pk, sk, body, self.inner.sealer.as_ref()).await?,
+            version: version as u64,
+        })
+    }
+
+    /// The value of a `meta` entry of the database at `path` (created when needed), read before the
+    /// store is opened: e.g. the id of the key its items were sealed with.
+    pub fn read_meta(path: impl AsRef<Path>, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = open(path.as_ref(), Synchronous::Normal)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(unavailable)
+    }
+
+    /// Rewrites the database file without free pages and empties the WAL, so that bytes of replaced
+    /// items (e.g. plain secrets before `reencrypt`) are gone from the files. Maintenance only.
+    pub fn vacuum(&self) -> Result<(), StoreError> {
+        let conn = open(&self.inner.path, self.inner.sync)?;
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(unavailable)
+    }
+
+    /// Sets a `meta` entry.
+    pub fn write_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let conn = open(&self.inner.path, self.inner.sync)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .map(drop)
+        .map_err(unavailable)
+    }
+
+    /// Opens (creating when needed) the database file at `path`; secret fields are sealed with `sealer`.
+    pub fn open(
+        path: impl AsRef<Path>,
+        sync: Synchronous,
+        sealer: Arc<dyn Sealer>,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let writer = open(&path, sync)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
@@ -218,6 +297,7 @@ impl SqliteStore {
             path,
             sync,
             writer: jobs,
+            sealer,
         });
         let alive = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -299,24 +379,31 @@ impl SqliteStore {
         pk: String,
         sk: String,
     ) -> Result<Option<Versioned<T>>, StoreError> {
-        self.read(move |c| {
-            let row = c
-                .prepare_cached("SELECT body, version FROM items WHERE pk = ?1 AND sk = ?2")
+        let row = self.read(|c| {
+            c.prepare_cached("SELECT body, version FROM items WHERE pk = ?1 AND sk = ?2")
                 .map_err(unavailable)?
                 .query_row(params![pk, sk], |r| {
                     Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
                 })
                 .optional()
-                .map_err(unavailable)?;
-            row.map(|(b, v)| decode(&b, v)).transpose()
-        })
+                .map_err(unavailable)
+        })?;
+        match row {
+            Some((body, version)) => Ok(Some(self.decode(&pk, &sk, &body, version).await?)),
+            None => Ok(None),
+        }
     }
 }
 
-fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
-    let (pk, sk, kind) = keys::record_key(&write.record);
-    let unfinished = keys::index_shard(&write.record).is_some();
-    let body = keys::encode_record(&write.record).map_err(StoreError::Corrupt)?;
+fn apply(tx: &Connection, write: &EncodedWrite) -> Result<(), StoreError> {
+    let EncodedWrite {
+        pk,
+        sk,
+        kind,
+        unfinished,
+        body,
+        ..
+    } = write;
     // One statement per write, the expectation in its own condition: a conflict changes no row.
     let changed = match write.expected {
         Expected::Absent => tx
@@ -325,14 +412,14 @@ fn apply(tx: &Connection, write: &Write) -> Result<(), StoreError> {
                  ON CONFLICT (pk, sk) DO NOTHING",
             )
             .map_err(unavailable)?
-            .execute(params![pk, sk, kind, unfinished as i64, body]),
+            .execute(params![pk, sk, kind, *unfinished as i64, body]),
         Expected::Version(v) => tx
             .prepare_cached(
                 "UPDATE items SET kind = ?3, version = ?4 + 1, unfinished = ?5, body = ?6 \
                  WHERE pk = ?1 AND sk = ?2 AND version = ?4",
             )
             .map_err(unavailable)?
-            .execute(params![pk, sk, kind, v as i64, unfinished as i64, body]),
+            .execute(params![pk, sk, kind, v as i64, *unfinished as i64, body]),
     }
     .map_err(unavailable)?;
     if changed == 1 {
@@ -374,14 +461,12 @@ impl Store for SqliteStore {
             Bindings::All => None,
             Bindings::Ids(ids) => Some(ids.iter().map(keys::binding_sk).collect()),
         };
+        let pk_read = pk.clone();
         let read = move |c: &Connection| {
-            let mut out = InstanceWithBindings::default();
+            let pk = pk_read;
+            let mut rows: Vec<(String, Vec<u8>, i64)> = Vec::new();
             let mut push = |sk: &str, body: Vec<u8>, version: i64| -> Result<(), StoreError> {
-                if sk == keys::SK_INSTANCE {
-                    out.instance = Some(decode(&body, version)?);
-                } else {
-                    out.bindings.push(decode(&body, version)?);
-                }
+                rows.push((sk.to_owned(), body, version));
                 Ok(())
             };
             match ids {
@@ -426,13 +511,23 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            Ok(out)
+            Ok(rows)
         };
-        match which {
+        let rows = match which {
             // Every binding of the instance, however many: off the async runtime's threads.
-            Bindings::All => self.scan(read).await,
-            Bindings::Ids(_) => self.read(read),
+            Bindings::All => self.scan(read).await?,
+            Bindings::Ids(_) => self.read(read)?,
+        };
+        let mut out = InstanceWithBindings::default();
+        for (sk, body, version) in rows {
+            if sk == keys::SK_INSTANCE {
+                out.instance = Some(self.decode(&pk, &sk, &body, version).await?);
+            } else {
+                out.bindings
+                    .push(self.decode(&pk, &sk, &body, version).await?);
+            }
         }
+        Ok(out)
     }
 
     async fn get_operation(
@@ -444,6 +539,11 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in &writes {
+            encoded.push(EncodedWrite::of(w, self.inner.sealer.as_ref()).await?);
+        }
+        let writes = encoded;
         let (done, result) = tokio::sync::oneshot::channel();
         self.inner
             .writer
@@ -477,19 +577,31 @@ impl Store for SqliteStore {
                     .optional()
                     .map_err(unavailable)?;
                 if let Some((kind, body, version)) = row {
-                    out.push(Versioned {
-                        item: keys::decode_record(&kind, &body).map_err(StoreError::Corrupt)?,
-                        version: version as u64,
-                    });
+                    out.push((k, kind, body, version));
                 }
             }
             Ok(out)
         };
-        if many {
-            self.scan(read).await
+        let rows = if many {
+            self.scan(read).await?
         } else {
-            self.read(read)
+            self.read(read)?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, kind, body, version) in rows {
+            out.push(Versioned {
+                item: sealing::decode_record(
+                    &kind,
+                    &k.pk,
+                    &k.sk,
+                    &body,
+                    self.inner.sealer.as_ref(),
+                )
+                .await?,
+                version: version as u64,
+            });
         }
+        Ok(out)
     }
 
     async fn unfinished_operations(
@@ -516,5 +628,47 @@ impl Store for SqliteStore {
     ) -> Result<KeyPage, StoreError> {
         self.unfinished_keys(keys::KIND_CALLBACK, keys::parse_callback_key, from, limit)
             .await
+    }
+}
+
+#[async_trait]
+impl sealing::RecordScan for SqliteStore {
+    async fn scan_keys(
+        &self,
+        kinds: &[&'static str],
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<(Vec<RecordKey>, Option<RecordKey>), StoreError> {
+        let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+        let after = after.cloned().unwrap_or(RecordKey {
+            pk: String::new(),
+            sk: String::new(),
+        });
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.scan(move |c| {
+            let marks = vec!["?"; kinds.len()].join(", ");
+            let sql = format!(
+                "SELECT pk, sk FROM items WHERE kind IN ({marks}) AND (pk, sk) > (?, ?) ORDER BY pk, sk LIMIT ?"
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let mut values: Vec<rusqlite::types::Value> =
+                kinds.into_iter().map(rusqlite::types::Value::Text).collect();
+            values.push(rusqlite::types::Value::Text(after.pk));
+            values.push(rusqlite::types::Value::Text(after.sk));
+            values.push(rusqlite::types::Value::Integer(limit as i64));
+            let keys = stmt
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok(RecordKey {
+                        pk: r.get(0)?,
+                        sk: r.get(1)?,
+                    })
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let next = (keys.len() == limit).then(|| keys.last().cloned()).flatten();
+            Ok((keys, next))
+        })
+        .await
     }
 }

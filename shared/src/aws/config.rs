@@ -13,10 +13,13 @@ pub const WEBHOOK_QUEUE: &str = "OSB_WEBHOOK_QUEUE_URL";
 pub const WEBHOOK_DLQ: &str = "OSB_WEBHOOK_DLQ_URL";
 pub const WEBHOOK_ALLOW_HTTP: &str = "OSB_WEBHOOK_ALLOW_HTTP";
 pub const POSTGRES_SECRET: &str = "OSB_POSTGRES_SECRET_ID";
+pub const KMS_KEY: &str = "OSB_KMS_KEY_ID";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
     pub table: String,
+    /// The KMS key whose data keys seal the stored secrets (id, ARN or alias).
+    pub kms_key_id: String,
     pub operations_queue_url: String,
     /// Where finished operations' webhook callbacks are queued.
     pub webhook_queue_url: String,
@@ -53,6 +56,7 @@ impl AwsConfig {
             }
         };
         let table = required(TABLE);
+        let kms_key_id = required(KMS_KEY);
         let operations_queue_url = required(OPERATIONS_QUEUE);
         let webhook_queue_url = required(WEBHOOK_QUEUE);
         let tenants_secret_id = if needs_tenants {
@@ -86,6 +90,7 @@ impl AwsConfig {
         }
         Ok(AwsConfig {
             table,
+            kms_key_id,
             operations_queue_url,
             webhook_queue_url,
             webhook_dlq_url: get(WEBHOOK_DLQ).filter(|v| !v.trim().is_empty()),
@@ -119,6 +124,7 @@ mod tests {
             .expect_err("incomplete");
         let text = err.to_string();
         assert!(text.contains(TABLE), "{text}");
+        assert!(text.contains(KMS_KEY), "{text}");
         assert!(text.contains(TENANTS_SECRET), "{text}");
         assert!(text.contains(SHARING_KEYS_SECRET), "{text}");
         assert!(text.contains("must be a queue URL"), "{text}");
@@ -130,6 +136,7 @@ mod tests {
     fn reads_a_complete_environment() {
         let env: HashMap<&str, &str> = HashMap::from([
             (TABLE, "t"),
+            (KMS_KEY, "alias/osb"),
             (OPERATIONS_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/q"),
             (WEBHOOK_QUEUE, "https://sqs.us-east-1.amazonaws.com/1/w"),
             (TENANTS_SECRET, "arn:secret"),

@@ -7,10 +7,12 @@
 //! condition compares the item it finds with the one it wrote (`put_one`).
 //!
 //! The record itself is one JSON string attribute (`body`): platform-supplied JSON (parameters,
-//! context) may hold what DynamoDB maps cannot (empty keys, numbers beyond 38 digits).
+//! context) may hold what DynamoDB maps cannot (empty keys, numbers beyond 38 digits). Its secret fields
+//! are sealed (`sealing`, with the store's `Sealer`: KMS data keys on AWS) before it is written.
 
 use crate::ids::{BindingId, InstanceId};
 use crate::keys;
+use crate::ports::sealer::Sealer;
 use crate::ports::{
     Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
     StoreError, Versioned, Write,
@@ -63,10 +65,19 @@ struct KeyOnly {
     sk: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+    sealer: Arc<dyn Sealer>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
 }
 
 fn unavailable(what: &str, code: String) -> StoreError {
@@ -101,9 +112,13 @@ fn ttl_of(record: &Record) -> Option<i64> {
     Some(finished_at / 1000 + RETENTION_SECS)
 }
 
-fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeValue>, StoreError> {
+async fn to_item(
+    record: &Record,
+    version: u64,
+    sealer: &dyn Sealer,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let (pk, sk, entity) = keys::record_key(record);
-    let body = String::from_utf8(keys::encode_record(record).map_err(StoreError::Corrupt)?)
+    let body = String::from_utf8(crate::sealing::encode(record, sealer).await?)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let unfinished_shard = keys::index_shard(record);
     let item = Item {
@@ -118,13 +133,13 @@ fn to_item(record: &Record, version: u64) -> Result<HashMap<String, AttributeVal
     serde_dynamo::to_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_item<T: DeserializeOwned>(
+async fn from_item<T: DeserializeOwned>(
     item: HashMap<String, AttributeValue>,
+    sealer: &dyn Sealer,
 ) -> Result<Versioned<T>, StoreError> {
     let item: Item =
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let record =
-        serde_json::from_str(&item.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let record = crate::sealing::decode(&item.pk, &item.sk, item.body.as_bytes(), sealer).await?;
     Ok(Versioned {
         item: record,
         version: item.version,
@@ -132,11 +147,18 @@ fn from_item<T: DeserializeOwned>(
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    /// The store on `table`; secret fields are sealed with `sealer`.
+    pub fn new(client: Client, table: impl Into<String>, sealer: Arc<dyn Sealer>) -> Self {
         DynamoStore {
             client,
             table: table.into(),
+            sealer,
         }
+    }
+
+    /// The client and table name (for the maintenance scan in `aws::maintenance`).
+    pub(crate) fn parts(&self) -> (&Client, &str) {
+        (&self.client, &self.table)
     }
 
     /// Creates the table from the code's own key definition (tests, local endpoints). On AWS the SAM
@@ -200,7 +222,10 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| unavailable("GetItem", sdk_code(&e)))?;
-        out.item.map(from_item).transpose()
+        match out.item {
+            Some(item) => Ok(Some(from_item(item, self.sealer.as_ref()).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The items at these `(pk, sk)` keys that exist: consistent `BatchGetItem`s of at most 100 keys, each
@@ -255,7 +280,7 @@ impl DynamoStore {
     /// exactly the one written (keys, version, body, ttl, index shard), an earlier attempt of this call
     /// committed it (its response was lost) and the write is done, not a lost race.
     async fn put_one(&self, write: &Write) -> Result<(), StoreError> {
-        let c = Conditional::of(write)?;
+        let c = Conditional::of(write, self.sealer.as_ref()).await?;
         let written = c.item.clone();
         let attempts = Attempts::default();
         let sent = self
@@ -285,8 +310,8 @@ impl DynamoStore {
         }
     }
 
-    fn put(&self, write: &Write) -> Result<Put, StoreError> {
-        let c = Conditional::of(write)?;
+    async fn put(&self, write: &Write) -> Result<Put, StoreError> {
+        let c = Conditional::of(write, self.sealer.as_ref()).await?;
         Put::builder()
             .table_name(&self.table)
             .set_item(Some(c.item))
@@ -350,15 +375,15 @@ struct Conditional {
 }
 
 impl Conditional {
-    fn of(write: &Write) -> Result<Self, StoreError> {
+    async fn of(write: &Write, sealer: &dyn Sealer) -> Result<Self, StoreError> {
         Ok(match write.expected {
             Expected::Absent => Conditional {
-                item: to_item(&write.record, 1)?,
+                item: to_item(&write.record, 1, sealer).await?,
                 condition: "attribute_not_exists(pk)",
                 values: None,
             },
             Expected::Version(v) => Conditional {
-                item: to_item(&write.record, v + 1)?,
+                item: to_item(&write.record, v + 1, sealer).await?,
                 condition: "version = :expected",
                 values: Some(HashMap::from([(
                     ":expected".to_owned(),
@@ -443,9 +468,10 @@ impl Store for DynamoStore {
             let is_instance =
                 matches!(item.get("sk"), Some(AttributeValue::S(sk)) if sk == keys::SK_INSTANCE);
             if is_instance {
-                out.instance = Some(from_item(item)?);
+                out.instance = Some(from_item(item, self.sealer.as_ref()).await?);
             } else {
-                out.bindings.push(from_item(item)?);
+                out.bindings
+                    .push(from_item(item, self.sealer.as_ref()).await?);
             }
         }
         Ok(out)
@@ -466,7 +492,7 @@ impl Store for DynamoStore {
             many => {
                 let mut items = Vec::with_capacity(many.len());
                 for w in many {
-                    items.push(TransactWriteItem::builder().put(self.put(w)?).build());
+                    items.push(TransactWriteItem::builder().put(self.put(w).await?).build());
                 }
                 match self
                     .client
@@ -507,8 +533,14 @@ impl Store for DynamoStore {
             let item: Item =
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             out.push(Versioned {
-                item: keys::decode_record(&item.entity, item.body.as_bytes())
-                    .map_err(StoreError::Corrupt)?,
+                item: crate::sealing::decode_record(
+                    &item.entity,
+                    &item.pk,
+                    &item.sk,
+                    item.body.as_bytes(),
+                    self.sealer.as_ref(),
+                )
+                .await?,
                 version: item.version,
             });
         }

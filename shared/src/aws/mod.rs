@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod config;
 pub mod dynamodb;
+pub mod kms;
+pub mod maintenance;
 pub mod postgres;
 pub mod sqs;
 pub mod tenants;
@@ -12,6 +14,7 @@ pub mod testing;
 pub use aws_sdk_sqs::Client as SqsClient;
 pub use config::AwsConfig;
 pub use dynamodb::DynamoStore;
+pub use kms::KmsSealer;
 pub use sqs::SqsQueue;
 
 /// The logging of every Lambda function: JSON lines (CloudWatch Logs Insights reads their fields), level
@@ -117,17 +120,32 @@ pub async fn with_postgres(
     Ok(Arc::new(b))
 }
 
+/// The DynamoDB store of the broker's table, sealing secrets with KMS data keys (cached per cold start).
+pub fn store(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Arc<DynamoStore> {
+    Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        cfg.table.clone(),
+        sealer(cfg, sdk),
+    ))
+}
+
 /// The broker on DynamoDB + SQS with the simulated backend, built once per cold start.
 pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker>, AwsStartError> {
+    broker_on(cfg, sdk, store(cfg, sdk))
+}
+
+/// `broker` on a given store (the worker shares its store with the re-encryption command).
+pub fn broker_on(
+    cfg: &AwsConfig,
+    sdk: &aws_config::SdkConfig,
+    store: Arc<DynamoStore>,
+) -> Result<Arc<Broker>, AwsStartError> {
     let catalog = Arc::new(crate::config::load_catalog(cfg.catalog_file.as_deref())?);
     let clock = Arc::new(SystemClock);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(Arc::new(Broker {
         catalog: catalog.clone(),
-        store: Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            cfg.table.clone(),
-        )),
+        store,
         queue: Arc::new(SqsQueue::new(sqs.clone(), cfg.operations_queue_url.clone())),
         // Simulated plans only: `with_postgres` (the API and the worker) puts the dispatcher with the
         // PostgreSQL server in place; the webhook sender never calls a backend.
@@ -143,6 +161,14 @@ pub fn broker(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Result<Arc<Broker
             crate::sharing::token::DEFAULT_TOKEN_LIFETIME_SECS,
         )),
     }))
+}
+
+/// The sealer of the stored secrets on AWS: KMS envelope encryption under `OSB_KMS_KEY_ID`.
+pub fn sealer(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Arc<KmsSealer> {
+    Arc::new(KmsSealer::new(
+        aws_sdk_kms::Client::new(sdk),
+        cfg.kms_key_id.clone(),
+    ))
 }
 
 /// The webhook URL policy on AWS: the defaults (https, public addresses, ports 443/8443), plain http

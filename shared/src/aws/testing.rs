@@ -76,6 +76,25 @@ impl Moto {
     }
 }
 
+/// A new symmetric KMS key on moto (its id), for the KMS sealer.
+pub async fn kms_key(sdk: &aws_config::SdkConfig) -> String {
+    let out = aws_sdk_kms::Client::new(sdk)
+        .create_key()
+        .description("osb-broker test key")
+        .send()
+        .await
+        .expect("create a KMS key on moto");
+    out.key_metadata
+        .map(|m| m.key_id)
+        .expect("the new key's id")
+}
+
+/// A KMS sealer on moto with a key of its own.
+pub async fn kms_sealer(sdk: &aws_config::SdkConfig) -> std::sync::Arc<super::KmsSealer> {
+    let key = kms_key(sdk).await;
+    std::sync::Arc::new(super::KmsSealer::new(aws_sdk_kms::Client::new(sdk), key))
+}
+
 /// A name no other test of this run uses.
 pub fn unique_name(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod clock;
 pub mod queue;
+pub mod sealer;
 pub mod store;
 pub mod webhook;
 
@@ -11,6 +12,7 @@ pub use clock::{
     Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator, iso8601_millis, rfc3339_ms,
 };
 pub use queue::{Delivery, Queue, QueueError};
+pub use sealer::{Purpose, SealError, Sealer};
 pub use store::{
     Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
     StoreError, Versioned, Write,
