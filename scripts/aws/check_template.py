@@ -164,7 +164,7 @@ KNOWN = {
 used = {
     "dynamodb": sdk_calls("dynamodb.rs") & KNOWN["dynamodb"],
     "sqs": sdk_calls("sqs.rs") & KNOWN["sqs"],
-    "secretsmanager": sdk_calls("tenants.rs") & KNOWN["secretsmanager"],
+    "secretsmanager": sdk_calls("secrets.rs") & KNOWN["secretsmanager"],
 }
 check("Scan" not in used["dynamodb"], "shared/src/aws/dynamodb.rs calls Scan")
 # The one Scan: the maintenance re-encryption (shared/src/aws/maintenance.rs), run by the worker only.
@@ -257,7 +257,7 @@ for fn_name in ("ApiFunction", "WorkerFunction"):
           f"{fn_name}: OSB_POSTGRES_SECRET_ID must be the PostgresAdminSecretArn parameter")
 for role in ("ApiFunctionRole", "WorkerFunctionRole"):
     check("secretsmanager:GetSecretValue" in granted(role, "PostgresAdminSecretArn"),
-          f"{role}: secretsmanager:GetSecretValue on PostgresAdminSecretArn not granted (aws/postgres.rs reads it)")
+          f"{role}: secretsmanager:GetSecretValue on PostgresAdminSecretArn not granted (aws/secrets.rs reads it for aws/mod.rs)")
 check("PostgresAdminSecretArn" not in webhook_grants, "WebhookFunctionRole must not read the PostgreSQL admin secret")
 
 # VPC: the functions that reach the database may run in a VPC; the webhook sender never does (checked above).

@@ -7,6 +7,7 @@ pub mod dynamodb;
 pub mod kms;
 pub mod maintenance;
 pub mod postgres;
+pub mod secrets;
 pub mod sqs;
 pub mod tenants;
 pub mod testing;
@@ -56,6 +57,8 @@ pub enum AwsStartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Secret(#[from] tenants::TenantSecretError),
+    #[error(transparent)]
+    SecretRead(#[from] secrets::SecretReadError),
     #[error("invalid tenants: {0}")]
     Tenants(#[from] crate::tenants::TenantError),
     #[error(transparent)]
@@ -100,7 +103,12 @@ pub async fn with_postgres(
     let clock = Arc::new(SystemClock);
     let mut servers: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     if let Some(id) = &cfg.postgres_secret_id {
-        let text = postgres::load_text(&aws_sdk_secretsmanager::Client::new(sdk), id).await?;
+        let text = secrets::load_text(
+            &aws_sdk_secretsmanager::Client::new(sdk),
+            id,
+            "postgresql admin",
+        )
+        .await?;
         let server = postgres::parse(&text)?;
         let name = server.name.clone();
         let backend = PostgresBackend::new(
@@ -189,7 +197,7 @@ pub async fn api_state(
 ) -> Result<crate::http::AppState, AwsStartError> {
     let mut broker = (*with_postgres(broker(cfg, sdk)?, cfg, sdk).await?).clone();
     let secret_id = cfg.tenants_secret_id.clone().unwrap_or_default();
-    let text = tenants::load_text(
+    let text = secrets::load_text(
         &aws_sdk_secretsmanager::Client::new(sdk),
         &secret_id,
         "tenants",
@@ -198,7 +206,7 @@ pub async fn api_state(
     let configs = tenants::parse(&text)?;
     // Sharing tokens: keys of their own (server-side, never in the table, apart from tenant credentials).
     let keys_id = cfg.sharing_keys_secret_id.clone().unwrap_or_default();
-    let keys_text = tenants::load_text(
+    let keys_text = secrets::load_text(
         &aws_sdk_secretsmanager::Client::new(sdk),
         &keys_id,
         "sharing keys",

@@ -39,10 +39,6 @@ struct AdminSecret {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PostgresSecretError {
-    #[error("cannot read the postgresql admin secret: {0}")]
-    Read(String),
-    #[error("the postgresql admin secret has no string value")]
-    NotAString,
     #[error(
         "the postgresql admin secret is not JSON with username (or admin_user), password and host (optional: port, dbname, name, tls, ca_file, database_prefix, public_host, public_port)"
     )]
@@ -78,31 +74,6 @@ pub fn parse(text: &str) -> Result<Server, PostgresSecretError> {
     cfg.public_host = s.public_host;
     cfg.public_port = s.public_port;
     Ok(cfg.validate(&name)?)
-}
-
-/// The secret's text from Secrets Manager.
-pub async fn load_text(
-    client: &aws_sdk_secretsmanager::Client,
-    secret_id: &str,
-) -> Result<String, PostgresSecretError> {
-    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-    let out = client
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| {
-            PostgresSecretError::Read(
-                e.as_service_error()
-                    .and_then(|s| s.code())
-                    .unwrap_or("request failed")
-                    .to_owned(),
-            )
-        })?;
-    Ok(out
-        .secret_string()
-        .ok_or(PostgresSecretError::NotAString)?
-        .to_owned())
 }
 
 /// The key binding passwords are derived with: from the secret's text (server-side, never in the table).

@@ -4,7 +4,6 @@
 
 use crate::tenants::TenantConfig;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -16,10 +15,8 @@ enum SecretShape {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantSecretError {
-    #[error("cannot read the {0} secret: {1}")]
-    Read(&'static str, String),
-    #[error("the {0} secret has no string value")]
-    NotAString(&'static str),
+    #[error(transparent)]
+    Load(#[from] super::secrets::SecretReadError),
     #[error(
         "the tenants secret is not a tenant object or {{\"tenants\": [...]}} (fields: name, username, password, profile, services, accept_leases_from)"
     )]
@@ -39,33 +36,7 @@ pub async fn load(
     client: &Client,
     secret_id: &str,
 ) -> Result<Vec<TenantConfig>, TenantSecretError> {
-    parse(&load_text(client, secret_id, "tenants").await?)
-}
-
-/// A secret's text (`what`: which secret, for errors; the text is never in one).
-pub async fn load_text(
-    client: &Client,
-    secret_id: &str,
-    what: &'static str,
-) -> Result<String, TenantSecretError> {
-    let out = client
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| {
-            TenantSecretError::Read(
-                what,
-                e.as_service_error()
-                    .and_then(|s| s.code())
-                    .unwrap_or("request failed")
-                    .to_owned(),
-            )
-        })?;
-    Ok(out
-        .secret_string()
-        .ok_or(TenantSecretError::NotAString(what))?
-        .to_owned())
+    parse(&super::secrets::load_text(client, secret_id, "tenants").await?)
 }
 
 #[cfg(test)]
