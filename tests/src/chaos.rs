@@ -25,21 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// The broker configuration of a run: loopback webhooks, short timeouts and retries.
-pub const CONFIG: &str = r#"
-[webhooks]
-allow_http = true
-allow_loopback = true
-
-[webhook_delivery]
-connect_timeout_ms = 500
-timeout_ms = 800
-
-[webhook_delivery.retry]
-delays_secs = [1, 1, 2, 2, 5, 5, 10]
-jitter = 0.0
-"#;
-
 const HOOK_SECRET: &str = "chaos-webhook-secret";
 
 #[derive(Debug, Clone)]
@@ -196,10 +181,6 @@ async fn send(
     })
 }
 
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// One client: it owns its instances (no other client touches them), so what it was answered last is
 /// what the final state must be, unless it could not know.
 struct ClientRun {
@@ -229,9 +210,8 @@ impl ClientRun {
         if self.rng.random_bool(0.5) {
             (
                 format!(
-                    "accepts_incomplete=true&webhook={}&secret={}",
-                    enc(&self.hook),
-                    enc(HOOK_SECRET)
+                    "accepts_incomplete=true&{}",
+                    crate::webhook_query(&self.hook, HOOK_SECRET)
                 ),
                 true,
             )
@@ -704,7 +684,7 @@ fn expected_ledger(records: &Records) -> BTreeSet<String> {
 pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     let started = Instant::now();
     let receiver = Receiver::start(vec![Reply::Status(200)]).await;
-    let mut broker = Broker::start(CONFIG).await;
+    let mut broker = Broker::start(&crate::loopback_webhooks_config(&[1, 1, 2, 2, 5, 5, 10])).await;
     let shared = Arc::new(Shared {
         base: RwLock::new(broker.base_url()),
         http: Mutex::new(new_http()),

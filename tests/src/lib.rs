@@ -841,3 +841,35 @@ pub fn own_parameters(instance: &Value) -> Value {
     }
     p
 }
+
+/// A query-string value, percent-encoded.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `webhook=…&secret=…`: the query parameters that register a webhook for an operation.
+pub fn webhook_query(url: &str, secret: &str) -> String {
+    format!("webhook={}&secret={}", urlencode(url), urlencode(secret))
+}
+
+/// Local-mode configuration for tests with webhook receivers on loopback over plain http: short
+/// timeouts, the given retry delays, no jitter.
+pub fn loopback_webhooks_config(delays_secs: &[u64]) -> String {
+    let delays: Vec<String> = delays_secs.iter().map(u64::to_string).collect();
+    format!(
+        r#"
+[webhooks]
+allow_http = true
+allow_loopback = true
+
+[webhook_delivery]
+connect_timeout_ms = 500
+timeout_ms = 800
+
+[webhook_delivery.retry]
+delays_secs = [{}]
+jitter = 0.0
+"#,
+        delays.join(", ")
+    )
+}

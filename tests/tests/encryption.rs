@@ -13,26 +13,6 @@ use std::time::Duration;
 const SECRET: &str = "enc-webhook-secret-9f8e7d6c5b4a";
 const SECRET_IN_PROGRESS: &str = "enc-in-progress-secret-7712";
 
-/// Loopback receivers on plain http; a failed delivery is retried only after 30 s, so a callback stays
-/// pending (with its secret and body stored) while the test reads the files.
-const CONFIG: &str = r#"
-[webhooks]
-allow_http = true
-allow_loopback = true
-
-[webhook_delivery]
-connect_timeout_ms = 500
-timeout_ms = 800
-
-[webhook_delivery.retry]
-delays_secs = [30, 30]
-jitter = 0.0
-"#;
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// Every byte of the broker's database files (main file, WAL, shared memory index).
 fn database_bytes(data_dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
@@ -106,7 +86,7 @@ fn sealed_result(body: &[u8]) -> Option<String> {
 #[tokio::test]
 async fn binds_and_webhooks_leave_no_secret_in_the_database_and_answers_are_exact() {
     bounded(async {
-        let mut broker = Broker::start_logging(CONFIG, "debug").await;
+        let mut broker = Broker::start_logging(&e2e::loopback_webhooks_config(&[30, 30]), "debug").await;
         let cf1 = broker.client("cf1");
         let small = json!({"service_id": PG_SERVICE, "plan_id": SMALL, "organization_guid": "o", "space_guid": "s"});
         cf1.put(&instance_path("enc-i"), &small).await.expect(201);
@@ -129,10 +109,9 @@ async fn binds_and_webhooks_leave_no_secret_in_the_database_and_answers_are_exac
         cf1.put(&instance_path("enc-a"), &async_plan).await.expect(201);
         cf1.put(
             &format!(
-                "{}?accepts_incomplete=true&webhook={}&secret={}",
+                "{}?accepts_incomplete=true&{}",
                 binding_path("enc-a", "b2"),
-                enc(&rx.url("/hook")),
-                enc(SECRET)
+                e2e::webhook_query(&rx.url("/hook"), SECRET)
             ),
             &json!({"service_id": PG_SERVICE, "plan_id": ASYNC_BINDINGS}),
         )
@@ -153,10 +132,9 @@ async fn binds_and_webhooks_leave_no_secret_in_the_database_and_answers_are_exac
         let rx2 = Receiver::start(vec![Reply::Status(200)]).await;
         cf1.put(
             &format!(
-                "{}?accepts_incomplete=true&webhook={}&secret={}",
+                "{}?accepts_incomplete=true&{}",
                 instance_path("enc-slow"),
-                enc(&rx2.url("/hook2")),
-                enc(SECRET_IN_PROGRESS)
+                e2e::webhook_query(&rx2.url("/hook2"), SECRET_IN_PROGRESS)
             ),
             &json!({"service_id": PG_SERVICE, "plan_id": STANDARD, "organization_guid": "o", "space_guid": "s",
                     "parameters": delay(120)}),

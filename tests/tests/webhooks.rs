@@ -15,31 +15,8 @@ const SECRET: &str = "e2e-webhook-secret-0123456789abc";
 /// A path that stands for a receiver's own token: it must never reach the broker's log.
 const HOOK_PATH: &str = "/osb/callback/receiver-private-path";
 
-/// Local mode, loopback receivers on plain http, short timeouts and a short retry schedule.
-const CONFIG: &str = r#"
-[webhooks]
-allow_http = true
-allow_loopback = true
-
-[webhook_delivery]
-connect_timeout_ms = 500
-timeout_ms = 800
-
-[webhook_delivery.retry]
-delays_secs = [1, 1]
-jitter = 0.0
-"#;
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 fn hook_query(receiver: &Receiver) -> String {
-    format!(
-        "&webhook={}&secret={}",
-        enc(&receiver.url(HOOK_PATH)),
-        enc(SECRET)
-    )
+    format!("&{}", e2e::webhook_query(&receiver.url(HOOK_PATH), SECRET))
 }
 
 /// The receiver's own check of `x-osb-signature`: HMAC-SHA256 keyed with the secret's bytes over the raw
@@ -111,7 +88,7 @@ fn assert_verified(r: &Received) -> Value {
 }
 
 async fn start() -> Broker {
-    Broker::start_logging(CONFIG, "debug").await
+    Broker::start_logging(&e2e::loopback_webhooks_config(&[1, 1]), "debug").await
 }
 
 #[tokio::test]
@@ -385,9 +362,8 @@ async fn a_receiver_that_is_down_is_retried_then_given_up_and_polling_still_work
         let r = cf1
             .put(
                 &format!(
-                    "/v2/service_instances/wh-down?accepts_incomplete=true&webhook={}&secret={}",
-                    enc(&url),
-                    enc(SECRET)
+                    "/v2/service_instances/wh-down?accepts_incomplete=true&{}",
+e2e::webhook_query(&url, SECRET)
                 ),
                 &json!({"service_id": PG_SERVICE, "plan_id": STANDARD, "organization_guid": "o", "space_guid": "s",
                        "parameters": {"simulate": {"delay_seconds": 1}}}),
@@ -443,7 +419,7 @@ fn assert_clean_log(broker: &Broker) {
     assert!(log.contains("webhook attempt"), "the log has the attempts");
     assert!(!log.contains(SECRET), "the secret is in the log");
     assert!(
-        !log.contains(&enc(SECRET)),
+        !log.contains(&e2e::urlencode(SECRET)),
         "the encoded secret is in the log"
     );
     assert!(
