@@ -240,13 +240,20 @@ for n, purposes in purpose_of.items():
     want = {f"kms:{c}@{p}" for c in ("GenerateDataKey", "Decrypt") for p in purposes}
     check(want <= seen.get(n, set()), f"RecordKey: {n} lacks {sorted(want - seen.get(n, set()))}")
 
-# Indexes the store queries: defined on the table and queryable by the worker (it sweeps unfinished operations).
+# Indexes the store queries: defined on the table and queryable by the function that lists them (the worker
+# sweeps unfinished operations; the API's admin routes list the inventory).
 dynamodb_rs = (ROOT / "shared/src/aws/dynamodb.rs").read_text()
-worker_resources = json.dumps([st.get("Resource") for p in policies(resources["WorkerFunctionRole"])
-                               for st in p["PolicyDocument"]["Statement"] if "dynamodb:Query" in st["Action"]])
+INDEX_READERS = {"unfinished": "WorkerFunctionRole", "inventory": "ApiFunctionRole"}
 for index in re.findall(r'pub const \w*INDEX\w*: &str = "([^"]+)";', dynamodb_rs):
     check(index in indexes, f"Table: no GSI {index} (shared/src/aws/dynamodb.rs)")
-    check(f"/index/{index}" in worker_resources, f"WorkerFunctionRole: no dynamodb:Query on index {index}")
+    role = INDEX_READERS.get(index)
+    check(role is not None, f"check_template.py: say which role queries the GSI {index}")
+    if role:
+        queried = json.dumps([st.get("Resource") for p in policies(resources[role])
+                              for st in p["PolicyDocument"]["Statement"] if "dynamodb:Query" in st["Action"]])
+        check(f"/index/{index}" in queried, f"{role}: no dynamodb:Query on index {index}")
+check("inventory" in indexes and [k["AttributeName"] for k in indexes["inventory"]["KeySchema"]]
+      == ["inv_part", "inv_sort"], "Table: GSI inventory (inv_part, inv_sort) missing")
 
 # PostgreSQL: the admin secret is a parameter (an ARN), read by the API and the worker only, granted to them only.
 params = template.get("Parameters", {})

@@ -243,6 +243,38 @@ pub fn record_key(record: &Record) -> (String, String, &'static str) {
     }
 }
 
+/// The operator's inventory index of a record (`Store::inventory`): partition `T#<tenant>#<kind>`
+/// and sort key `<updated_at in ms, 15 digits>#<pk>#<sk>`, so a partition lists in update order and a
+/// time window is a key range. Instances, bindings, operations and callbacks are under their tenant;
+/// lease entries under the owner's tenant (leases *from* the owner; a lease instance is an instance of
+/// its own tenant with `lease` set). Rule and token items are not in the inventory.
+pub fn inventory_key(record: &Record) -> Option<(String, String)> {
+    let (tenant, updated_at) = match record {
+        Record::Instance(i) => (&i.tenant, i.updated_at),
+        Record::Binding(b) => (&b.tenant, b.updated_at),
+        Record::Operation(o) => (&o.tenant, o.updated_at),
+        Record::Callback(c) => (&c.tenant, c.updated_at),
+        Record::Lease(l) => (&l.owner_tenant, l.updated_at),
+        Record::ShareRules(_) | Record::SharingToken(_) => return None,
+    };
+    let (pk, sk, kind) = record_key(record);
+    Some((
+        inventory_partition(tenant, kind),
+        format!("{}#{pk}#{sk}", inventory_time(updated_at)),
+    ))
+}
+
+/// The inventory partition of a tenant's records of one kind.
+pub fn inventory_partition(tenant: &str, kind: &str) -> String {
+    format!("T#{tenant}#{kind}")
+}
+
+/// A time (ms) as the inventory sort key's prefix: every sort key of a record updated before `t`
+/// is less than `inventory_time(t)`, every one updated at or after it is greater.
+pub fn inventory_time(t: i64) -> String {
+    format!("{:015}", t.clamp(0, 999_999_999_999_999))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

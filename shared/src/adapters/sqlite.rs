@@ -17,8 +17,8 @@ use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::sealer::Sealer;
 use crate::ports::{
-    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
-    StoreError, Versioned, Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, InventoryCursor, InventoryPage,
+    InventoryQuery, KeyPage, MAX_PAGE, Record, RecordKey, Store, StoreError, Versioned, Write,
 };
 use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
 use crate::sealing;
@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS items (
     version INTEGER NOT NULL,
     unfinished INTEGER NOT NULL DEFAULT 0,
     body BLOB NOT NULL,
+    inv_part TEXT,
+    inv_sort TEXT,
     PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS items_unfinished;
@@ -93,6 +95,8 @@ struct EncodedWrite {
     kind: &'static str,
     expected: Expected,
     unfinished: bool,
+    /// The inventory index entry (`keys::inventory_key`).
+    inventory: Option<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -105,6 +109,7 @@ impl EncodedWrite {
             kind,
             expected: write.expected,
             unfinished: keys::index_shard(&write.record).is_some(),
+            inventory: keys::inventory_key(&write.record),
             body: sealing::encode(&write.record, sealer).await?,
         })
     }
@@ -282,6 +287,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let writer = open(&path, sync)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate_inventory(&writer)?;
         // Checkpoints (copying the WAL into the database file, with an fsync of it) run on a thread of
         // their own: inside a commit they would stall every writer waiting behind it for the fsync.
         writer
@@ -395,31 +401,110 @@ impl SqliteStore {
     }
 }
 
+/// Databases written before the inventory index get its columns, their rows' entries (tenant from the
+/// key, update time from the body: neither is a sealed field) and the index.
+fn migrate_inventory(c: &Connection) -> Result<(), StoreError> {
+    let has: bool = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('items') WHERE name = 'inv_part'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(unavailable)?
+        > 0;
+    if !has {
+        c.execute_batch(
+            "ALTER TABLE items ADD COLUMN inv_part TEXT; ALTER TABLE items ADD COLUMN inv_sort TEXT;",
+        )
+        .map_err(unavailable)?;
+        #[derive(serde::Deserialize)]
+        struct Updated {
+            updated_at: i64,
+        }
+        let rows: Vec<(String, String, String, Vec<u8>)> = c
+            .prepare("SELECT pk, sk, kind, body FROM items")
+            .map_err(unavailable)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(unavailable)?
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        let inventoried = [
+            keys::KIND_INSTANCE,
+            keys::KIND_BINDING,
+            keys::KIND_OPERATION,
+            keys::KIND_CALLBACK,
+            keys::KIND_LEASE,
+        ];
+        let tx = c.unchecked_transaction().map_err(unavailable)?;
+        for (pk, sk, kind, body) in rows {
+            let tenant = pk
+                .strip_prefix("T#")
+                .and_then(|rest| rest.split_once("#I#"))
+                .map(|(t, _)| t);
+            let (Some(tenant), true) = (tenant, inventoried.contains(&kind.as_str())) else {
+                continue;
+            };
+            let updated = serde_json::from_slice::<Updated>(&body)
+                .map(|u| u.updated_at)
+                .unwrap_or(0);
+            tx.execute(
+                "UPDATE items SET inv_part = ?3, inv_sort = ?4 WHERE pk = ?1 AND sk = ?2",
+                params![
+                    pk,
+                    sk,
+                    keys::inventory_partition(tenant, &kind),
+                    format!("{}#{pk}#{sk}", keys::inventory_time(updated))
+                ],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS items_inventory ON items (inv_part, inv_sort) WHERE inv_part IS NOT NULL;",
+    )
+    .map_err(unavailable)
+}
+
 fn apply(tx: &Connection, write: &EncodedWrite) -> Result<(), StoreError> {
     let EncodedWrite {
         pk,
         sk,
         kind,
         unfinished,
+        inventory,
         body,
         ..
     } = write;
+    let (inv_part, inv_sort) = match inventory {
+        Some((p, s)) => (Some(p.as_str()), Some(s.as_str())),
+        None => (None, None),
+    };
     // One statement per write, the expectation in its own condition: a conflict changes no row.
     let changed = match write.expected {
         Expected::Absent => tx
             .prepare_cached(
-                "INSERT INTO items (pk, sk, kind, version, unfinished, body) VALUES (?1, ?2, ?3, 1, ?4, ?5) \
-                 ON CONFLICT (pk, sk) DO NOTHING",
+                "INSERT INTO items (pk, sk, kind, version, unfinished, body, inv_part, inv_sort) \
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7) ON CONFLICT (pk, sk) DO NOTHING",
             )
             .map_err(unavailable)?
-            .execute(params![pk, sk, kind, *unfinished as i64, body]),
+            .execute(params![pk, sk, kind, *unfinished as i64, body, inv_part, inv_sort]),
         Expected::Version(v) => tx
             .prepare_cached(
-                "UPDATE items SET kind = ?3, version = ?4 + 1, unfinished = ?5, body = ?6 \
-                 WHERE pk = ?1 AND sk = ?2 AND version = ?4",
+                "UPDATE items SET kind = ?3, version = ?4 + 1, unfinished = ?5, body = ?6, inv_part = ?7, \
+                 inv_sort = ?8 WHERE pk = ?1 AND sk = ?2 AND version = ?4",
             )
             .map_err(unavailable)?
-            .execute(params![pk, sk, kind, v as i64, *unfinished as i64, body]),
+            .execute(params![
+                pk,
+                sk,
+                kind,
+                v as i64,
+                *unfinished as i64,
+                body,
+                inv_part,
+                inv_sort
+            ]),
     }
     .map_err(unavailable)?;
     if changed == 1 {
@@ -602,6 +687,60 @@ impl Store for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError> {
+        let part = keys::inventory_partition(&query.tenant, query.kind.record_kind());
+        let lo = keys::inventory_time(query.updated_since.unwrap_or(0));
+        // Exclusive upper bound: the previous page's last key, or the window's end.
+        let mut hi = query
+            .updated_before
+            .map(keys::inventory_time)
+            .unwrap_or_else(|| "~".into());
+        if let Some(after) = &query.after
+            && after.0 < hi
+        {
+            hi = after.0.clone();
+        }
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let rows = self
+            .scan(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT pk, sk, kind, body, version, inv_sort FROM items \
+                         WHERE inv_part = ?1 AND inv_sort >= ?2 AND inv_sort < ?3 \
+                         ORDER BY inv_sort DESC LIMIT ?4",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![part, lo, hi, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, String>(5)?,
+                        ))
+                    })
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Ok(rows)
+            })
+            .await?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|r| InventoryCursor(r.5.clone())))
+            .flatten();
+        let mut records = Vec::with_capacity(rows.len());
+        for (pk, sk, kind, body, version, _) in rows {
+            records.push(Versioned {
+                item: sealing::decode_record(&kind, &pk, &sk, &body, self.inner.sealer.as_ref())
+                    .await?,
+                version: version as u64,
+            });
+        }
+        Ok(InventoryPage { records, next })
     }
 
     async fn unfinished_operations(

@@ -14,8 +14,8 @@ use crate::ids::{BindingId, InstanceId};
 use crate::keys;
 use crate::ports::sealer::Sealer;
 use crate::ports::{
-    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
-    StoreError, Versioned, Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, InventoryCursor, InventoryPage,
+    InventoryQuery, KeyPage, MAX_PAGE, Record, RecordKey, Store, StoreError, Versioned, Write,
 };
 use crate::records::{
     Binding, BindingState, Callback, Instance, InstanceState, Operation, OperationKey,
@@ -42,6 +42,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Name of the sparse index of operations in progress.
 pub const UNFINISHED_INDEX: &str = "unfinished";
 
+/// Name of the operator's inventory index (by tenant and kind, in update order; all attributes).
+pub const INVENTORY_INDEX: &str = "inventory";
+
 /// How long finished operations and deleted resources (tombstones) are kept: 30 days.
 pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
 
@@ -57,6 +60,10 @@ struct Item {
     ttl: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unfinished_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inv_part: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inv_sort: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +128,7 @@ async fn to_item(
     let body = String::from_utf8(crate::sealing::encode(record, sealer).await?)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let unfinished_shard = keys::index_shard(record);
+    let (inv_part, inv_sort) = keys::inventory_key(record).unzip();
     let item = Item {
         pk,
         sk,
@@ -129,6 +137,8 @@ async fn to_item(
         body,
         ttl: ttl_of(record),
         unfinished_shard,
+        inv_part,
+        inv_sort,
     };
     serde_dynamo::to_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -178,18 +188,36 @@ impl DynamoStore {
         };
         let built = (|| -> Result<_, aws_sdk_dynamodb::error::BuildError> {
             Ok((
-                vec![attr("pk")?, attr("sk")?, attr("unfinished_shard")?],
+                vec![
+                    attr("pk")?,
+                    attr("sk")?,
+                    attr("unfinished_shard")?,
+                    attr("inv_part")?,
+                    attr("inv_sort")?,
+                ],
                 vec![key("pk", KeyType::Hash)?, key("sk", KeyType::Range)?],
-                GlobalSecondaryIndex::builder()
-                    .index_name(UNFINISHED_INDEX)
-                    .key_schema(key("unfinished_shard", KeyType::Hash)?)
-                    .key_schema(key("sk", KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::KeysOnly)
-                            .build(),
-                    )
-                    .build()?,
+                vec![
+                    GlobalSecondaryIndex::builder()
+                        .index_name(UNFINISHED_INDEX)
+                        .key_schema(key("unfinished_shard", KeyType::Hash)?)
+                        .key_schema(key("sk", KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()?,
+                    GlobalSecondaryIndex::builder()
+                        .index_name(INVENTORY_INDEX)
+                        .key_schema(key("inv_part", KeyType::Hash)?)
+                        .key_schema(key("inv_sort", KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()?,
+                ],
             ))
         })()
         .map_err(|e| StoreError::Unavailable(format!("cannot describe the table: {e}")))?;
@@ -199,7 +227,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_attribute_definitions(Some(attrs))
             .set_key_schema(Some(keys))
-            .global_secondary_indexes(gsi)
+            .set_global_secondary_indexes(Some(gsi))
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await
@@ -545,6 +573,71 @@ impl Store for DynamoStore {
             });
         }
         Ok(out)
+    }
+
+    async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError> {
+        let part = keys::inventory_partition(&query.tenant, query.kind.record_kind());
+        let lo = keys::inventory_time(query.updated_since.unwrap_or(0));
+        // BETWEEN is inclusive: no key equals the window's end or "~"; the previous page's last key is
+        // read again and dropped.
+        let mut hi = query
+            .updated_before
+            .map(keys::inventory_time)
+            .unwrap_or_else(|| "~".into());
+        let after = query
+            .after
+            .as_ref()
+            .filter(|a| a.0 < hi)
+            .map(|a| a.0.clone());
+        if let Some(a) = &after {
+            hi = a.clone();
+        }
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INVENTORY_INDEX)
+            .key_condition_expression("inv_part = :p AND inv_sort BETWEEN :lo AND :hi")
+            .expression_attribute_values(":p", AttributeValue::S(part))
+            .expression_attribute_values(":lo", AttributeValue::S(lo))
+            .expression_attribute_values(":hi", AttributeValue::S(hi))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit + usize::from(after.is_some())).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", sdk_code(&e)))?;
+        let mut more = out.last_evaluated_key.is_some_and(|k| !k.is_empty());
+        let mut page = InventoryPage::default();
+        let mut last = None;
+        for item in out.items.unwrap_or_default() {
+            let item: Item =
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if item.inv_sort.is_some() && item.inv_sort == after {
+                continue;
+            }
+            let record = crate::sealing::decode_record(
+                &item.entity,
+                &item.pk,
+                &item.sk,
+                item.body.as_bytes(),
+                self.sealer.as_ref(),
+            )
+            .await?;
+            page.records.push(Versioned {
+                item: record,
+                version: item.version,
+            });
+            last = item.inv_sort;
+            if page.records.len() == limit {
+                more = true;
+                break;
+            }
+        }
+        if more {
+            page.next = last.map(InventoryCursor).or(query.after.clone());
+        }
+        Ok(page)
     }
 
     async fn unfinished_operations(

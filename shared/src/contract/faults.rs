@@ -5,8 +5,8 @@
 
 use crate::ids::{BindingId, InstanceId};
 use crate::ports::{
-    Bindings, Cursor, InstanceWithBindings, KeyPage, Record, RecordKey, Store, StoreError,
-    Versioned, Write,
+    Bindings, Cursor, InstanceWithBindings, InventoryPage, InventoryQuery, KeyPage, Record,
+    RecordKey, Store, StoreError, Versioned, Write,
 };
 use crate::records::{Binding, Callback, Instance, Operation, OperationKey};
 use async_trait::async_trait;
@@ -164,5 +164,9 @@ impl Store for FaultyStore {
     ) -> Result<KeyPage, StoreError> {
         self.listed(limit, &self.fail_callbacks_listing)?;
         self.inner.pending_callbacks(from, limit).await
+    }
+
+    async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError> {
+        self.inner.inventory(query).await
     }
 }

@@ -28,6 +28,7 @@ macro_rules! store_contract {
             index_listings_page_through_more_keys_than_one_page,
             sharing_records_are_read_by_key_in_one_batch,
             a_lease_and_an_owner_delete_racing_have_one_winner,
+            the_inventory_lists_a_tenants_records_of_one_kind_newest_first,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -662,3 +662,126 @@ pub async fn a_lease_and_an_owner_delete_racing_have_one_winner(store: Arc<dyn S
         assert!(leased.is_none() && entry.is_empty(), "no half lease");
     }
 }
+
+/// Every record of one inventory listing, page after page of `page` records.
+async fn inventory_all(
+    store: &Arc<dyn Store>,
+    tenant: &str,
+    kind: crate::ports::InventoryKind,
+    window: (Option<i64>, Option<i64>),
+    page: usize,
+) -> Vec<Record> {
+    let mut query = crate::ports::InventoryQuery {
+        tenant: tenant.into(),
+        kind,
+        updated_since: window.0,
+        updated_before: window.1,
+        after: None,
+        limit: page,
+    };
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let got = store.inventory(&query).await.unwrap();
+        assert!(got.records.len() <= page, "a page holds at most its limit");
+        out.extend(got.records.into_iter().map(|v| v.item));
+        match got.next {
+            // A client hands the cursor back as text.
+            Some(next) => {
+                query.after = Some(crate::ports::InventoryCursor::parse(next.as_str()).unwrap())
+            }
+            None => return out,
+        }
+    }
+    panic!("the listing never ends");
+}
+
+pub async fn the_inventory_lists_a_tenants_records_of_one_kind_newest_first(store: Arc<dyn Store>) {
+    use crate::ports::InventoryKind::*;
+    let at = |mut i: Instance, t: i64| {
+        i.updated_at = t;
+        i
+    };
+    let mut bound = binding("t1", "a", "b1");
+    bound.updated_at = 50;
+    store
+        .commit(vec![
+            Write::create(Record::Instance(at(instance("t1", "a"), 100))),
+            Write::create(Record::Instance(at(instance("t1", "b"), 300))),
+            Write::create(Record::Instance(at(instance("t1", "c"), 200))),
+            Write::create(Record::Instance(at(instance("t2", "a"), 250))),
+            Write::create(Record::Binding(bound.clone())),
+            Write::create(Record::Operation(operation("t1", "a", "op1"))),
+            Write::create(Record::Lease(lease("a", "t2", "l1"))),
+        ])
+        .await
+        .unwrap();
+    // A record written again moves to its new update time.
+    store
+        .commit(vec![Write::replace(
+            Record::Instance(at(instance("t1", "b"), 400)),
+            1,
+        )])
+        .await
+        .unwrap();
+    let ids = |records: Vec<Record>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| match r {
+                Record::Instance(i) => format!("{}/{}@{}", i.tenant, i.id.as_str(), i.updated_at),
+                other => panic!("not an instance: {other:?}"),
+            })
+            .collect()
+    };
+    let all = vec!["t1/b@400", "t1/c@200", "t1/a@100"];
+    for page in [1, 2, 1000] {
+        assert_eq!(
+            ids(inventory_all(&store, "t1", Instances, (None, None), page).await),
+            all,
+            "pages of {page}"
+        );
+    }
+    // A window of update times: since is inclusive, before exclusive.
+    assert_eq!(
+        ids(inventory_all(&store, "t1", Instances, (Some(200), Some(400)), 1).await),
+        vec!["t1/c@200"]
+    );
+    assert_eq!(
+        ids(inventory_all(&store, "t1", Instances, (Some(101), None), 1000).await),
+        vec!["t1/b@400", "t1/c@200"]
+    );
+    assert_eq!(
+        ids(inventory_all(&store, "t2", Instances, (None, None), 1000).await),
+        vec!["t2/a@250"]
+    );
+    assert!(
+        inventory_all(&store, "t3", Instances, (None, None), 1000)
+            .await
+            .is_empty()
+    );
+    // Other kinds, each in its own listing.
+    assert_eq!(
+        inventory_all(&store, "t1", Bindings, (None, None), 1000).await,
+        vec![Record::Binding(bound)]
+    );
+    assert_eq!(
+        inventory_all(&store, "t1", Operations, (None, None), 1000).await,
+        vec![Record::Operation(operation("t1", "a", "op1"))]
+    );
+    assert_eq!(
+        inventory_all(&store, "t1", LeaseEntries, (None, None), 1000).await,
+        vec![Record::Lease(lease("a", "t2", "l1"))]
+    );
+    assert!(
+        inventory_all(&store, "t1", Callbacks, (None, None), 1000)
+            .await
+            .is_empty()
+    );
+    assert!(
+        inventory_all(&store, "t2", Bindings, (None, None), 1000)
+            .await
+            .is_empty()
+    );
+    // A cursor that is not one is refused before it reaches a store.
+    assert!(crate::ports::InventoryCursor::parse("T#t1#I#a").is_none());
+    assert!(crate::ports::InventoryCursor::parse("12#T#t1").is_none());
+}

@@ -14,7 +14,8 @@ pub use clock::{
 pub use queue::{Delivery, Queue, QueueError};
 pub use sealer::{Purpose, SealError, Sealer};
 pub use store::{
-    Bindings, Cursor, Expected, InstanceWithBindings, KeyPage, MAX_PAGE, Record, RecordKey, Store,
-    StoreError, Versioned, Write,
+    Bindings, Cursor, Expected, InstanceWithBindings, InventoryCursor, InventoryKind,
+    InventoryPage, InventoryQuery, KeyPage, MAX_PAGE, Record, RecordKey, Store, StoreError,
+    Versioned, Write,
 };
 pub use webhook::{AttemptOutcome, AttemptReport, WebhookRequest, WebhookSender};

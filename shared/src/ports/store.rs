@@ -117,6 +117,72 @@ pub struct KeyPage {
     pub next: Option<Cursor>,
 }
 
+/// Which of a tenant's records an inventory listing reads (`Store::inventory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryKind {
+    Instances,
+    Bindings,
+    Operations,
+    Callbacks,
+    /// Lease entries on the tenant's instances (leases other tenants hold on them).
+    LeaseEntries,
+}
+
+impl InventoryKind {
+    /// The record kind stored for it (`keys::KIND_*`).
+    pub fn record_kind(self) -> &'static str {
+        match self {
+            InventoryKind::Instances => crate::keys::KIND_INSTANCE,
+            InventoryKind::Bindings => crate::keys::KIND_BINDING,
+            InventoryKind::Operations => crate::keys::KIND_OPERATION,
+            InventoryKind::Callbacks => crate::keys::KIND_CALLBACK,
+            InventoryKind::LeaseEntries => crate::keys::KIND_LEASE,
+        }
+    }
+}
+
+/// One page of the operator's inventory: a tenant's records of one kind, most recently updated first,
+/// optionally within a window of update times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryQuery {
+    pub tenant: String,
+    pub kind: InventoryKind,
+    /// Only records last updated at or after this time (ms).
+    pub updated_since: Option<i64>,
+    /// Only records last updated before this time (ms).
+    pub updated_before: Option<i64>,
+    /// Where the previous page ended (its `next`).
+    pub after: Option<InventoryCursor>,
+    /// Most records of the page (clamped to `1..=MAX_PAGE`).
+    pub limit: usize,
+}
+
+/// Where an inventory listing goes on: the index sort key of the last record read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryCursor(pub(crate) String);
+
+impl InventoryCursor {
+    /// The cursor as text, to hand to a client and back (`parse`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor a client handed back: it must look like an inventory sort key.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (time, rest) = text.split_once('#')?;
+        (time.len() == 15 && time.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with("T#"))
+            .then(|| InventoryCursor(text.to_owned()))
+    }
+}
+
+/// A page of the inventory, newest update first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InventoryPage {
+    pub records: Vec<Versioned<Record>>,
+    /// Where the next page starts; `None` once the listing is complete.
+    pub next: Option<InventoryCursor>,
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum StoreError {
     /// A write's expectation did not hold: someone else changed the record first. Nothing was written.
@@ -188,4 +254,10 @@ pub trait Store: Send + Sync {
         from: Option<&Cursor>,
         limit: usize,
     ) -> Result<KeyPage, StoreError>;
+
+    /// The operator's inventory (admin API): one page of a tenant's records of one kind, most recently
+    /// updated first, through an index by tenant (DynamoDB GSI `inventory`, SQLite `items_inventory`;
+    /// one `Query` per page, never a Scan). A page may hold fewer than `limit` records and still have a
+    /// next one.
+    async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError>;
 }
