@@ -154,6 +154,30 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("log in with the credentials of a tenant of the configuration file"),
     }
+    if let Some(admin) = embedded.admin {
+        let admin_listener = tokio::net::TcpListener::bind(&admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} ([admin] listen)", admin.listen))?;
+        let admin_addr = admin_listener.local_addr()?;
+        match &admin.generated_password {
+            Some(p) => println!(
+                "admin API on http://{admin_addr}/admin/v1/tenants: username '{}', password '{}' (kept in {})",
+                admin.username,
+                p.expose(),
+                cfg.data_dir.join("admin-password").display()
+            ),
+            None => println!(
+                "admin API on http://{admin_addr}/admin/v1/tenants: username '{}', password from the configuration",
+                admin.username
+            ),
+        }
+        let admin_app = osb_broker::http::admin::admin_router(admin.state);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin_app).await {
+                tracing::error!(error = %e, "admin listener stopped");
+            }
+        });
+    }
     let app = osb_broker::http::router(embedded.state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -65,6 +65,51 @@ pub struct BrokerConfig {
     /// `[postgresql_servers.NAME]`: the PostgreSQL servers plans of `"type": "postgresql"` name.
     #[serde(default)]
     pub postgresql_servers: std::collections::BTreeMap<String, PostgresServerConfig>,
+    /// `[admin]`: the operator's admin API (its own listener and credentials).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The `[admin]` section: where the admin API (inventory, re-drive, metrics) listens and the operator's
+/// credentials. Without a password (or `password_file`) one is generated on the first start and kept in
+/// the data directory (`admin-password`, mode 0600).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `false` serves no admin API.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    #[serde(default = "default_admin_username")]
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (relative to the configuration file).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: default_admin_listen(),
+            username: default_admin_username(),
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_admin_username() -> String {
+    "admin".into()
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -134,6 +179,7 @@ impl Default for BrokerConfig {
             webhook_delivery: WebhookSettings::default(),
             sharing: Default::default(),
             postgresql_servers: Default::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -158,6 +204,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("admin: cannot read or keep the password in {path}: {source}")]
+    AdminPassword {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin: set either password or password_file, not both")]
+    AdminPasswordTwice,
 }
 
 impl BrokerConfig {
@@ -175,6 +228,11 @@ impl BrokerConfig {
             && f.is_relative()
         {
             cfg.catalog_file = Some(dir.join(f));
+        }
+        if let (Some(f), Some(dir)) = (&cfg.admin.password_file, path.parent())
+            && f.is_relative()
+        {
+            cfg.admin.password_file = Some(dir.join(f));
         }
         if let Some(dir) = path.parent() {
             for server in cfg.postgresql_servers.values_mut() {
@@ -204,19 +262,7 @@ impl BrokerConfig {
             path: path.clone(),
             source,
         };
-        let password = match std::fs::read_to_string(&path) {
-            Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
-            _ => {
-                std::fs::create_dir_all(&self.data_dir).map_err(err)?;
-                let p: String = rand::rng()
-                    .sample_iter(&Alphanumeric)
-                    .take(24)
-                    .map(char::from)
-                    .collect();
-                write_private(&path, &p).map_err(err)?;
-                p
-            }
-        };
+        let password = generated_password(&self.data_dir, &path).map_err(err)?;
         Ok((
             vec![TenantConfig {
                 name: DEMO_TENANT.into(),
@@ -232,6 +278,42 @@ impl BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The admin API's username and password, and whether the password was generated (kept in the data
+    /// directory); `None` when `[admin] enabled = false`.
+    pub fn admin_credentials(&self) -> Result<Option<(String, Secret, bool)>, ConfigError> {
+        let a = &self.admin;
+        if !a.enabled {
+            return Ok(None);
+        }
+        let read_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ConfigError::AdminPassword { path, source }
+        };
+        let (password, generated) = match (&a.password, &a.password_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::AdminPasswordTwice),
+            (Some(p), None) => (p.clone(), false),
+            (None, Some(f)) => (
+                Secret::new(
+                    std::fs::read_to_string(f)
+                        .map_err(read_err(f))?
+                        .trim()
+                        .to_owned(),
+                ),
+                false,
+            ),
+            (None, None) => {
+                let path = self.data_dir.join("admin-password");
+                (
+                    Secret::new(
+                        generated_password(&self.data_dir, &path).map_err(read_err(&path))?,
+                    ),
+                    true,
+                )
+            }
+        };
+        Ok(Some((a.username.clone(), password, generated)))
+    }
+
     /// The validated PostgreSQL servers (password files read).
     pub fn postgresql_servers(
         &self,
@@ -260,6 +342,23 @@ pub fn load_catalog(file: Option<&Path>) -> Result<Catalog, ConfigError> {
         message: e.to_string(),
     })?;
     Ok(Catalog::new(config)?)
+}
+
+/// A password generated once and kept in `path` (mode 0600), read back on later starts.
+fn generated_password(data_dir: &Path, path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(p) if !p.trim().is_empty() => Ok(p.trim().to_owned()),
+        _ => {
+            std::fs::create_dir_all(data_dir)?;
+            let p: String = rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(24)
+                .map(char::from)
+                .collect();
+            write_private(path, &p)?;
+            Ok(p)
+        }
+    }
 }
 
 pub(crate) fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

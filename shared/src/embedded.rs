@@ -40,6 +40,8 @@ pub enum StartError {
     #[error(transparent)]
     SharingKeys(#[from] crate::sharing::token::KeySetError),
     #[error(transparent)]
+    Admin(#[from] crate::broker::admin::AdminConfigError),
+    #[error(transparent)]
     RecordKey(#[from] crate::adapters::local_key::KeyFileError),
 }
 
@@ -118,6 +120,17 @@ pub struct Embedded {
     pub state: AppState,
     /// Whether the generated demo tenant is in use (its password is in the data directory).
     pub demo_tenant: Option<crate::tenants::TenantConfig>,
+    /// The admin API, unless `[admin] enabled = false`.
+    pub admin: Option<AdminApi>,
+}
+
+/// The admin API of the embedded broker: its router's state, where it listens, who logs in.
+pub struct AdminApi {
+    pub state: crate::http::admin::AdminState,
+    pub listen: String,
+    pub username: String,
+    /// The password when it was generated (kept in the data directory), to print at start.
+    pub generated_password: Option<crate::tenants::Secret>,
 }
 
 pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, StartError> {
@@ -187,12 +200,30 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
         &config.webhook_delivery,
         None,
     )?);
+    let admin = match config.admin_credentials()? {
+        Some((username, password, generated)) => {
+            let credentials =
+                crate::broker::admin::AdminCredentials::new(&username, &password, &tenants)?;
+            Some(AdminApi {
+                state: crate::http::admin::AdminState {
+                    broker: broker.clone(),
+                    tenants: tenants.clone(),
+                    credentials: Arc::new(credentials),
+                },
+                listen: config.admin.listen.clone(),
+                username,
+                generated_password: generated.then_some(password),
+            })
+        }
+        None => None,
+    };
     let state = AppState::new(broker.clone(), tenants, config.body_limit_bytes);
     Ok(Embedded {
         broker,
         webhooks,
         state,
         demo_tenant: demo.then(|| tenant_configs.into_iter().next()).flatten(),
+        admin,
     })
 }
 

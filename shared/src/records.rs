@@ -391,7 +391,7 @@ pub enum CallbackState {
 }
 
 impl CallbackState {
-    /// Delivery is over: nothing more will be sent, the secret and body are gone.
+    /// Delivery is over: nothing more will be sent unless the operator re-drives a given-up delivery.
     pub fn is_final(self) -> bool {
         !matches!(
             self,
@@ -441,10 +441,10 @@ pub struct Callback {
     pub operation_id: OperationId,
     pub kind: OperationKind,
     pub url: String,
-    /// Removed once delivery is final.
+    /// Removed once delivery is final (kept, sealed, after giving up: the operator may re-drive it).
     #[serde(default)]
     pub secret: Option<String>,
-    /// The exact bytes sent on every attempt (the synchronous call's body); removed once final.
+    /// The exact bytes sent on every attempt (the synchronous call's body); removed like `secret`.
     #[serde(default)]
     pub body: Option<String>,
     /// The HTTP status the synchronous call would have answered.

@@ -204,6 +204,8 @@ pub struct Broker {
     rust_log: String,
     secret: String,
     port: u16,
+    /// The admin API's port (`[admin] listen`).
+    admin_port: u16,
     child: Option<Child>,
     http: reqwest::Client,
 }
@@ -236,6 +238,7 @@ impl Broker {
             rust_log: rust_log.to_owned(),
             secret,
             port: 0,
+            admin_port: 0,
             child: None,
             http: new_http_client(),
         };
@@ -255,6 +258,40 @@ impl Broker {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The operator's password (username `operator`).
+    pub fn admin_password(&self) -> String {
+        format!("admin-{}", self.secret)
+    }
+
+    /// A GET of the admin API with `auth` (username, password; `None`: no credentials): status and body.
+    pub async fn admin_get(&self, path: &str, auth: Option<(&str, &str)>) -> (u16, Value) {
+        self.admin_request(Method::GET, path, auth).await
+    }
+
+    /// A request to the admin API with `auth`: status and JSON body (`Null` when none).
+    pub async fn admin_request(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<(&str, &str)>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url()));
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -281,6 +318,11 @@ impl Broker {
             toml_string(&self.data_dir().to_string_lossy()),
             self.extra
         );
+        cfg.push_str(&format!(
+            "\n[admin]\nlisten = {}\nusername = \"operator\"\npassword = {}\n",
+            toml_string(&format!("127.0.0.1:{}", self.admin_port)),
+            toml_string(&self.admin_password())
+        ));
         for t in self.tenants() {
             cfg.push_str(&format!(
                 "\n[[tenants]]\nname = {}\nprofile = {}\nusername = {}\npassword = {}\naccept_leases_from = {}\n",
@@ -301,6 +343,9 @@ impl Broker {
         let mut failures = Vec::new();
         for _ in 0..4 {
             self.port = port.take().unwrap_or_else(free_port);
+            if self.admin_port == 0 || !failures.is_empty() {
+                self.admin_port = free_port();
+            }
             self.write_config();
             match self.spawn_and_wait().await {
                 Ok(()) => return,

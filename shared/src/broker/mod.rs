@@ -1,6 +1,7 @@
 //! The broker's use cases: what each OSB request does to instances, bindings and operations, and how the
 //! worker completes asynchronous operations. Handlers call these; these call the ports.
 
+pub mod admin;
 mod bindings;
 mod decide;
 mod instances;

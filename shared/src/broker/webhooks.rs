@@ -400,8 +400,12 @@ impl WebhookDelivery {
     /// A final outcome: nothing more to send, so the secret and the body go.
     fn finish(&self, cb: &mut Callback, state: CallbackState, now: i64) {
         cb.state = state;
-        cb.secret = None;
-        cb.body = None;
+        // A delivery that gave up keeps its (sealed) secret and body until the record expires, so the
+        // operator can re-drive it (admin API); every other final state drops them.
+        if state != CallbackState::GaveUp {
+            cb.secret = None;
+            cb.body = None;
+        }
         cb.lease_until = None;
         cb.updated_at = now;
     }

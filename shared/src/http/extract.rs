@@ -24,7 +24,7 @@ pub const REQUEST_IDENTITY: &str = "x-broker-api-request-identity";
 /// Oldest `X-Broker-API-Version` accepted.
 pub const MIN_MINOR_VERSION: u32 = 13;
 
-fn basic_credentials(parts: &Parts) -> Option<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn basic_credentials(parts: &Parts) -> Option<(Vec<u8>, Vec<u8>)> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

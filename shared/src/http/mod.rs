@@ -2,6 +2,7 @@
 //! Authentication, the version header, ids, queries and bodies are checked by extractors and one
 //! middleware; handlers call the domain and map its answer.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 mod handlers;
