@@ -1209,7 +1209,7 @@ async fn start_broker(args: &Args) -> anyhow::Result<Broker> {
     std::fs::write(
         &config,
         format!(
-            "synchronous = \"{}\"\n\n[[tenants]]\nname = \"bench\"\nusername = \"bench\"\npassword = \"{password}\"\n",
+            "synchronous = \"{}\"\n\n[[tenants]]\nname = \"bench\"\nusername = \"bench\"\npassword = \"{password}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             args.synchronous
         ),
     )

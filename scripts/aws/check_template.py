@@ -184,7 +184,8 @@ def granted(role: str, resource: str) -> set[str]:
 needs = {
     "ApiFunctionRole": [("Table", "dynamodb", used["dynamodb"]), ("OperationsQueue", "sqs", {"SendMessage"}),
                         ("TenantsSecret", "secretsmanager", used["secretsmanager"]),
-                        ("SharingKeysSecret", "secretsmanager", used["secretsmanager"])],
+                        ("SharingKeysSecret", "secretsmanager", used["secretsmanager"]),
+                        ("AdminSecret", "secretsmanager", used["secretsmanager"])],
     "WorkerFunctionRole": [("Table", "dynamodb", used["dynamodb"] | maintenance_calls),
                            ("OperationsQueue", "sqs", used["sqs"] | {"ReceiveMessage", "DeleteMessage",
                                                                      "GetQueueAttributes"}),

@@ -15,8 +15,7 @@ pub mod app {
         if cfg!(not(feature = "embedded")) || std::env::var_os(aws::config::TABLE).is_some() {
             let cfg = AwsConfig::from_env(true)?;
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let state = aws::api_state(&cfg, &sdk, DEFAULT_BODY_LIMIT).await?;
-            return Ok(osb_broker::http::router(state));
+            return Ok(aws::api_router(&cfg, &sdk, DEFAULT_BODY_LIMIT).await?);
         }
         embedded_from_env()
     }

@@ -129,6 +129,7 @@ async fn env() -> Env {
         sharing_keys_secret_id: Some(keys_id),
         catalog_file: None,
         postgres_secret_id: None,
+        admin_secret_id: None,
     };
     let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
         .await
@@ -179,6 +180,30 @@ async fn env() -> Env {
     }
 }
 
+/// One API Gateway event through `router` as the API function's Lambda adapter runs it: status and body.
+async fn lambda_call(
+    router: &axum::Router,
+    tenant: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let resp = Adapter::from(router.clone())
+        .call(LambdaEvent::new(
+            event(tenant, method, path, query, body),
+            Context::default(),
+        ))
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&resp).unwrap();
+    let body = json["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (json["statusCode"].as_u64().unwrap() as u16, body)
+}
+
 /// One poll of a queue as the Lambda event source does it: receive, invoke `handle` with an SQS event,
 /// delete the messages it did not report as failed. Returns (handled, failed).
 async fn sqs_round(
@@ -225,9 +250,14 @@ fn event(
     query: &str,
     body: Option<Value>,
 ) -> LambdaRequest {
+    // Each tenant's credentials as `tenants_secret` has them; "admin": the operator's (`ADMIN_SECRET`).
+    let credentials = match tenant {
+        "admin" => "admin-user:admin-pass-0123456789".to_owned(),
+        t => format!("{t}-user:{t}-pass"),
+    };
     let auth = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{tenant}-user:{tenant}-pass"))
+        base64::engine::general_purpose::STANDARD.encode(credentials)
     );
     let mut e = json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
@@ -261,20 +291,7 @@ impl Env {
         query: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut adapter = Adapter::from(self.router.clone());
-        let resp = adapter
-            .call(LambdaEvent::new(
-                event(tenant, method, path, query, body),
-                Context::default(),
-            ))
-            .await
-            .unwrap();
-        let json = serde_json::to_value(&resp).unwrap();
-        let body = json["body"]
-            .as_str()
-            .map(|b| serde_json::from_str(b).unwrap())
-            .unwrap_or(Value::Null);
-        (json["statusCode"].as_u64().unwrap() as u16, body)
+        lambda_call(&self.router, tenant, method, path, query, body).await
     }
 
     /// One poll of the queue as the Lambda event source does it: receive, invoke the worker handler
@@ -1218,6 +1235,7 @@ async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts
                 sharing_keys_secret_id: Some(keys_id),
                 catalog_file: None,
                 postgres_secret_id: None,
+                admin_secret_id: None,
             };
             let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
                 .await
@@ -1230,19 +1248,7 @@ async fn a_sharing_token_survives_a_tenant_password_rotation_between_cold_starts
                 method: &'static str,
                 path: String,
                 body: Option<Value>| async move {
-        let resp = Adapter::from(router)
-            .call(LambdaEvent::new(
-                event(tenant, method, &path, "", body),
-                Context::default(),
-            ))
-            .await
-            .unwrap();
-        let json = serde_json::to_value(&resp).unwrap();
-        let body = json["body"]
-            .as_str()
-            .map(|b| serde_json::from_str(b).unwrap())
-            .unwrap_or(Value::Null);
-        (json["statusCode"].as_u64().unwrap() as u16, body)
+        lambda_call(&router, tenant, method, &path, "", body).await
     };
     let before = cold_start(tenants_secret("old-password")).await;
     let (s, b) = call(
@@ -1597,4 +1603,95 @@ async fn the_reseal_invocation_seals_plain_items_and_rewraps_under_a_new_kms_key
         osb_worker::handle_reseal(&store, &json!({"osb_reseal": {"from": 3}}), Duration::ZERO)
             .await;
     assert!(err.is_err());
+}
+
+/// The operator's admin API on AWS: served by the API function beside the OSB routes when
+/// `OSB_ADMIN_SECRET_ID` names its credentials, listing through the `inventory` GSI; tenants' credentials
+/// get 401 there, the admin's get 401 on the OSB routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_is_served_beside_the_osb_api_with_credentials_from_secrets_manager() {
+    let e = env().await;
+    let sdk = moto().sdk_config().await;
+    let mut cfg = e.cfg.clone();
+    cfg.admin_secret_id = Some(
+        secret(
+            &sdk,
+            "admin",
+            r#"{"username": "admin-user", "password": "admin-pass-0123456789"}"#,
+        )
+        .await,
+    );
+    let router = aws::api_router(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
+        .await
+        .unwrap();
+    for id in ["adm-1", "adm-2"] {
+        let (s, b) = lambda_call(
+            &router,
+            "cf1",
+            "PUT",
+            &format!("/v2/service_instances/{id}"),
+            "",
+            Some(provision_body(SMALL, json!({}))),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, bound) = lambda_call(
+        &router,
+        "cf1",
+        "PUT",
+        "/v2/service_instances/adm-1/service_bindings/b1",
+        "",
+        Some(json!({"service_id": PG, "plan_id": SMALL})),
+    )
+    .await;
+    assert_eq!(s, 201, "{bound}");
+    let (s, list) = lambda_call(
+        &router,
+        "admin",
+        "GET",
+        "/admin/v1/tenants/cf1/instances",
+        "limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"][0]["instance_id"], "adm-1", "{list}");
+    let cursor = list["next"].as_str().expect("a next page").to_owned();
+    let (s, next) = lambda_call(
+        &router,
+        "admin",
+        "GET",
+        "/admin/v1/tenants/cf1/instances",
+        &format!("limit=1&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &next["items"][0]["instance_id"]),
+        (200, &json!("adm-2"))
+    );
+    let (s, bindings) = lambda_call(
+        &router,
+        "admin",
+        "GET",
+        "/admin/v1/tenants/cf1/bindings",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &bindings["items"][0]["binding_id"]),
+        (200, &json!("b1"))
+    );
+    let password = bound["credentials"]["password"].as_str().unwrap();
+    assert!(!bindings.to_string().contains(password), "{bindings}");
+    for tenant in ["cf1", "ks2", "other"] {
+        let (s, _) = lambda_call(&router, tenant, "GET", "/admin/v1/tenants", "", None).await;
+        assert_eq!(s, 401, "{tenant} on the admin API");
+    }
+    let (s, _) = lambda_call(&router, "admin", "GET", "/v2/catalog", "", None).await;
+    assert_eq!(s, 401, "the admin on the OSB API");
+    let (s, _) = lambda_call(&router, "cf1", "GET", "/v2/catalog", "", None).await;
+    assert_eq!(s, 200);
 }

@@ -143,6 +143,7 @@ async fn the_admin_secret_comes_from_secrets_manager_and_bindings_are_real_roles
         sharing_keys_secret_id: Some(sharing_keys),
         catalog_file: Some(catalog),
         postgres_secret_id: Some(admin),
+        admin_secret_id: None,
     };
     let state = aws::api_state(&cfg, &sdk, osb_broker::http::DEFAULT_BODY_LIMIT)
         .await

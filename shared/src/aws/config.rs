@@ -14,6 +14,7 @@ pub const WEBHOOK_DLQ: &str = "OSB_WEBHOOK_DLQ_URL";
 pub const WEBHOOK_ALLOW_HTTP: &str = "OSB_WEBHOOK_ALLOW_HTTP";
 pub const POSTGRES_SECRET: &str = "OSB_POSTGRES_SECRET_ID";
 pub const KMS_KEY: &str = "OSB_KMS_KEY_ID";
+pub const ADMIN_SECRET: &str = "OSB_ADMIN_SECRET_ID";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
@@ -35,6 +36,8 @@ pub struct AwsConfig {
     pub catalog_file: Option<PathBuf>,
     /// The Secrets Manager secret of the PostgreSQL server (`aws::postgres`); no PostgreSQL plans without it.
     pub postgres_secret_id: Option<String>,
+    /// The admin API's credentials `{"username", "password"}`; without it the API serves no admin routes.
+    pub admin_secret_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -101,6 +104,7 @@ impl AwsConfig {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             postgres_secret_id: get(POSTGRES_SECRET).filter(|v| !v.trim().is_empty()),
+            admin_secret_id: get(ADMIN_SECRET).filter(|v| !v.trim().is_empty()),
         })
     }
 

@@ -59,6 +59,10 @@ pub enum AwsStartError {
     Secret(#[from] tenants::TenantSecretError),
     #[error(transparent)]
     SecretRead(#[from] secrets::SecretReadError),
+    #[error(transparent)]
+    AdminSecret(#[from] AdminSecretShape),
+    #[error(transparent)]
+    Admin(#[from] crate::broker::admin::AdminConfigError),
     #[error("invalid tenants: {0}")]
     Tenants(#[from] crate::tenants::TenantError),
     #[error(transparent)]
@@ -225,4 +229,40 @@ pub async fn api_state(
     );
     let broker = Arc::new(broker);
     Ok(crate::http::AppState::new(broker, tenants, body_limit))
+}
+
+/// The admin secret is not `{"username": …, "password": …}`.
+#[derive(Debug, thiserror::Error)]
+#[error("the admin secret is not JSON with username and password")]
+pub struct AdminSecretShape;
+
+/// The API function's router: the OSB routes, and the admin routes (`/admin/v1/…`) when
+/// `OSB_ADMIN_SECRET_ID` names the operator's credentials.
+pub async fn api_router(
+    cfg: &AwsConfig,
+    sdk: &aws_config::SdkConfig,
+    body_limit: usize,
+) -> Result<axum::Router, AwsStartError> {
+    let state = api_state(cfg, sdk, body_limit).await?;
+    let Some(id) = &cfg.admin_secret_id else {
+        return Ok(crate::http::router(state));
+    };
+    #[derive(serde::Deserialize)]
+    struct AdminSecret {
+        username: String,
+        password: crate::tenants::Secret,
+    }
+    let text = secrets::load_text(&aws_sdk_secretsmanager::Client::new(sdk), id, "admin").await?;
+    let secret: AdminSecret = serde_json::from_str(&text).map_err(|_| AdminSecretShape)?;
+    let credentials = crate::broker::admin::AdminCredentials::new(
+        &secret.username,
+        &secret.password,
+        &state.tenants,
+    )?;
+    let admin = crate::http::admin::admin_router(crate::http::admin::AdminState {
+        broker: state.broker.clone(),
+        tenants: state.tenants.clone(),
+        credentials: Arc::new(credentials),
+    });
+    Ok(crate::http::router(state).merge(admin))
 }

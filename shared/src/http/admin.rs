@@ -34,15 +34,17 @@ pub struct AdminState {
 
 /// The admin routes, behind the admin's credentials.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/admin/v1/tenants", get(list_tenants))
-        .route("/admin/v1/tenants/{tenant}/{listing}", get(list))
+    // Nested, so that its fallback (404 with the OSB error body, behind the admin's credentials) covers
+    // `/admin/…` only and the router merges with the OSB one (the API function serves both).
+    let admin = Router::new()
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/{tenant}/{listing}", get(list))
         .route(
-            "/admin/v1/tenants/{tenant}/instances/{instance}/operations/{operation}/redrive",
+            "/v1/tenants/{tenant}/instances/{instance}/operations/{operation}/redrive",
             post(redrive_operation),
         )
         .route(
-            "/admin/v1/tenants/{tenant}/instances/{instance}/callbacks/{operation}/redrive",
+            "/v1/tenants/{tenant}/instances/{instance}/callbacks/{operation}/redrive",
             post(redrive_callback),
         )
         .fallback(|| async { ApiError::NoRoute })
@@ -51,7 +53,8 @@ pub fn admin_router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn(
             super::extract::echo_request_identity,
         ))
-        .with_state(state)
+        .with_state(state);
+    Router::new().nest("/admin", admin)
 }
 
 async fn authenticate(State(state): State<AdminState>, req: Request, next: Next) -> Response {
