@@ -171,7 +171,8 @@ async fn main() -> anyhow::Result<()> {
                 admin.username
             ),
         }
-        let admin_app = osb_broker::http::admin::admin_router(admin.state);
+        let admin_app = osb_broker::http::admin::admin_router(admin.state.clone())
+            .merge(osb_broker::http::admin::metrics_router(admin.state));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(admin_listener, admin_app).await {
                 tracing::error!(error = %e, "admin listener stopped");

@@ -328,12 +328,24 @@ check(sorted(vpc_functions) == ["ApiFunction", "WorkerFunction"],
       f"VPC functions are {sorted(vpc_functions)}: ApiFunction and WorkerFunction reach the database")
 
 # The secrets are generated, never plain text.
-for name in ("TenantsSecret", "SharingKeysSecret"):
+for name in ("TenantsSecret", "SharingKeysSecret", "AdminSecret"):
     secret = resources[name]["Properties"]
     check("SecretString" not in secret and "GenerateSecretString" in secret, f"{name} must use GenerateSecretString")
 keys_gen = resources["SharingKeysSecret"]["Properties"]["GenerateSecretString"]
 check(json.loads(keys_gen.get("SecretStringTemplate", "{}")).get("current") == keys_gen.get("GenerateStringKey"),
       "SharingKeysSecret: the generated key must be the current one")
+
+# Alarms on the functions' EMF metrics name metrics and roll-up dimensions shared/src/metrics.rs emits.
+metrics_rs = (ROOT / "shared/src/metrics.rs").read_text()
+emitted = set(re.findall(r'\("([A-Z][A-Za-z]+)", "(?:Count|Seconds)"', metrics_rs))
+rollups = set(re.findall(r'&\["([A-Z][A-Za-z]+)"\]', metrics_rs))
+for name, alarm in by_type("AWS::CloudWatch::Alarm").items():
+    props = alarm["Properties"]
+    if props.get("Namespace") != "OsbBroker":
+        continue
+    check(props.get("MetricName") in emitted, f"{name}: metric {props.get('MetricName')} is not emitted (shared/src/metrics.rs)")
+    dims = [d["Name"] for d in props.get("Dimensions", [])]
+    check(len(dims) == 1 and dims[0] in rollups, f"{name}: dimensions {dims} are not a roll-up the code emits")
 
 if problems:
     print("template.yaml check FAILED:", *problems, sep="\n  ", file=sys.stderr)

@@ -15,6 +15,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod records;

@@ -343,3 +343,70 @@ async fn the_operator_redrives_a_running_operation_and_a_callback_that_gave_up()
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_prometheus_metrics_with_bounded_labels() {
+    bounded(async {
+        let broker = Broker::start_default().await;
+        let cf1 = broker.client("cf1");
+        cf1.put(&instance_path("met-1"), &provision_body(SMALL, None))
+            .await
+            .expect(201);
+        let r = cf1
+            .put(
+                &format!("{}?accepts_incomplete=true", instance_path("met-2")),
+                &provision_body(SMALL, Some(delay(1))),
+            )
+            .await;
+        r.expect(202);
+        let done = cf1
+            .poll_until_final(&format!(
+                "{}?operation={}",
+                instance_last_op_path("met-2"),
+                r.operation()
+            ))
+            .await;
+        assert_eq!(done.state(), "succeeded");
+        let http = reqwest::Client::new();
+        let url = format!("{}/metrics", broker.admin_url());
+        let t = broker.tenant("cf1");
+        let as_tenant = http
+            .get(&url)
+            .basic_auth(&t.username, Some(&t.password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(as_tenant.status().as_u16(), 401);
+        let resp = http
+            .get(&url)
+            .basic_auth(ADMIN, Some(broker.admin_password()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(
+            resp.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains(
+                "osb_requests_total{endpoint=\"/v2/service_instances/{instance_id}\",method=\"PUT\",status=\"2xx\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "osb_operation_duration_seconds_count{{kind=\"provision\",plan_id=\"{SMALL}\",outcome=\"succeeded\"}} 2"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE osb_webhook_attempts_total counter"));
+        for id in ["met-1", "met-2", r.operation().as_str()] {
+            assert!(!text.contains(id), "an id as a label: {id}");
+        }
+    })
+    .await;
+}

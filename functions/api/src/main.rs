@@ -7,6 +7,12 @@ use osb_api::app;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     osb_broker::aws::init_lambda_tracing();
-    let router = app::from_env().await?;
+    // After each request, its metrics as EMF lines (CloudWatch metrics, namespace OsbBroker).
+    let router = app::from_env().await?.layer(axum::middleware::map_response(
+        |resp: axum::response::Response| async move {
+            osb_broker::metrics::global().flush_emf("api");
+            resp
+        },
+    ));
     lambda_http::run(router).await
 }

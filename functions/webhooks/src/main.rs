@@ -14,7 +14,12 @@ async fn main() -> Result<(), Error> {
     let delivery = osb_webhooks::delivery(&cfg, &sdk)?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let delivery = delivery.clone();
-        async move { Ok::<_, Error>(osb_webhooks::handle_batch(delivery, event.payload).await) }
+        async move {
+            let response = osb_webhooks::handle_batch(delivery, event.payload).await;
+            // The invocation's metrics as EMF lines (CloudWatch metrics, namespace OsbBroker).
+            osb_broker::metrics::global().flush_emf("webhooks");
+            Ok::<_, Error>(response)
+        }
     }))
     .await
 }

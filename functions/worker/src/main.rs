@@ -24,9 +24,10 @@ async fn main() -> Result<(), Error> {
                 .await
                 .map_err(Error::from);
             }
-            osb_worker::handle_event(broker, event.payload)
-                .await
-                .map_err(Error::from)
+            let result = osb_worker::handle_event(broker, event.payload).await;
+            // The invocation's metrics as EMF lines (CloudWatch metrics, namespace OsbBroker).
+            osb_broker::metrics::global().flush_emf("worker");
+            result.map_err(Error::from)
         }
     }))
     .await

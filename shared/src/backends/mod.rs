@@ -55,7 +55,8 @@ impl Dispatcher {
         })
     }
 
-    fn route(&self, job: &BackendJob) -> &Arc<dyn Backend> {
+    /// The backend of the job's plan and its name (a metrics label).
+    fn route(&self, job: &BackendJob) -> (&'static str, &Arc<dyn Backend>) {
         let server = self
             .catalog
             .plan_by_id(&job.plan_id)
@@ -63,23 +64,35 @@ impl Dispatcher {
                 BackendConfig::Postgresql(pg) => Some(pg.server.as_str()),
                 BackendConfig::Simulated(_) => None,
             });
-        server
-            .and_then(|s| self.postgresql.get(s))
-            .unwrap_or(&self.simulated)
+        match server.and_then(|s| self.postgresql.get(s)) {
+            Some(b) => ("postgresql", b),
+            None => ("simulated", &self.simulated),
+        }
     }
+}
+
+/// Counts a backend call that failed with an error (the backend could not be asked or broke; not an
+/// operation it reported failed).
+fn count_error(backend: &'static str, result: BackendResult) -> BackendResult {
+    if result.is_err() {
+        crate::metrics::global().backend_error(backend);
+    }
+    result
 }
 
 #[async_trait]
 impl Backend for Dispatcher {
     fn plan_job(&self, job: &BackendJob) -> Result<Option<u64>, BackendRejection> {
-        self.route(job).plan_job(job)
+        self.route(job).1.plan_job(job)
     }
 
     async fn start(&self, job: &BackendJob) -> BackendResult {
-        self.route(job).start(job).await
+        let (name, backend) = self.route(job);
+        count_error(name, backend.start(job).await)
     }
 
     async fn poll(&self, job: &BackendJob, handle: &str) -> BackendResult {
-        self.route(job).poll(job, handle).await
+        let (name, backend) = self.route(job);
+        count_error(name, backend.poll(job, handle).await)
     }
 }

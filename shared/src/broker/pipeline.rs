@@ -357,6 +357,16 @@ impl Broker {
                         self.prune_owner_rules(i).await;
                     }
                     self.enqueue_callbacks(&callbacks).await?;
+                    crate::metrics::global().operation(
+                        fin.kind.as_str(),
+                        &fin.plan_id,
+                        if fin.state == OperationState::Succeeded {
+                            "succeeded"
+                        } else {
+                            "failed"
+                        },
+                        (now - fin.created_at).max(0) as f64 / 1000.0,
+                    );
                     tracing::info!(operation = %fin.id, kind = fin.kind.as_str(), state = ?fin.state, "operation finished");
                     return Ok(Completed { op: fin, resource });
                 }

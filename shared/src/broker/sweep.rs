@@ -146,6 +146,7 @@ impl Broker {
             r => r?,
         }
         tracing::warn!(operation = %op.item.id, tenant = %op.item.tenant, "stalled operation re-driven");
+        crate::metrics::global().sweep_redrive("operations");
         self.enqueue(&op.item.key(), Duration::ZERO).await?;
         Ok(true)
     }
@@ -178,6 +179,7 @@ impl Broker {
             r => r?,
         }
         tracing::warn!(operation = %cb.item.operation_id, tenant = %cb.item.tenant, "stalled webhook callback re-driven");
+        crate::metrics::global().sweep_redrive("callbacks");
         self.enqueue_callback(&cb.item.key(), Duration::ZERO)
             .await?;
         Ok(true)

@@ -284,6 +284,7 @@ impl WebhookDelivery {
         let report = self.sender.send(&request).await;
         let now = self.clock.now_ms();
         let outcome = &report.outcome;
+        crate::metrics::global().webhook_attempt(outcome.as_str());
         let retry_after = match outcome {
             AttemptOutcome::HttpStatus { retry_after, .. } => *retry_after,
             _ => None,

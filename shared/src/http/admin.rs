@@ -57,6 +57,26 @@ pub fn admin_router(state: AdminState) -> Router {
     Router::new().nest("/admin", admin)
 }
 
+/// `GET /metrics`: the process's metrics in the Prometheus text format, behind the admin's credentials
+/// (local mode adds it to the admin listener; on Lambda the functions print EMF lines instead).
+pub fn metrics_router(state: AdminState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::metrics::global().prometheus(),
+                )
+            }),
+        )
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
 async fn authenticate(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     match super::extract::basic_credentials(&parts) {

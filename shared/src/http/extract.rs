@@ -76,10 +76,16 @@ pub async fn echo_request_identity(req: Request, next: Next) -> Response {
     let id = req.headers().get(REQUEST_IDENTITY).cloned();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The route template, never the path (it holds ids): a bounded metrics label.
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
+    crate::metrics::global().request(&endpoint, method.as_str(), status);
     let request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
     if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
         tracing::debug!(%method, %path, status, micros, request_id, "request");
