@@ -77,17 +77,22 @@ async fn reencrypt(cfg: &BrokerConfig, rotate: bool) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into())
-                .add_directive(osb_broker::backends::postgresql::SQL_LOG_DIRECTIVE.parse()?),
-        )
-        .init();
     let Args {
         config: cfg,
         reencrypt: rotate,
     } = parse_args()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(osb_broker::backends::postgresql::SQL_LOG_DIRECTIVE.parse()?);
+    match cfg.log_format {
+        osb_broker::config::LogFormat::Text => {
+            tracing_subscriber::fmt().with_env_filter(filter).init()
+        }
+        osb_broker::config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
     if let Some(rotate) = rotate {
         return reencrypt(&cfg, rotate).await;
     }

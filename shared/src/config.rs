@@ -68,6 +68,18 @@ pub struct BrokerConfig {
     /// `[admin]`: the operator's admin API (its own listener and credentials).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Log lines as `text` (default) or `json` (one JSON object per line, as the Lambda functions log).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How local mode writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The `[admin]` section: where the admin API (inventory, re-drive, metrics) listens and the operator's
@@ -180,6 +192,7 @@ impl Default for BrokerConfig {
             sharing: Default::default(),
             postgresql_servers: Default::default(),
             admin: AdminConfig::default(),
+            log_format: LogFormat::default(),
         }
     }
 }

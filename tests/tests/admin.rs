@@ -410,3 +410,35 @@ async fn the_admin_listener_serves_prometheus_metrics_with_bounded_labels() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn local_mode_logs_json_lines_when_configured() {
+    bounded(async {
+        let broker = Broker::start("log_format = \"json\"\n").await;
+        broker
+            .client("cf1")
+            .put(&instance_path("log-1"), &provision_body(SMALL, None))
+            .await
+            .expect(201);
+        let log = broker.log();
+        let json_lines: Vec<Value> = log
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+            .collect();
+        // Only the start-up banner (where it listens, how to log in) is plain text.
+        assert!(
+            log.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('{'))
+                .all(|l| !l.contains(" INFO ") && !l.contains(" WARN ")),
+            "{log}"
+        );
+        let request = json_lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "request" && l["fields"]["method"] == "PUT")
+            .unwrap_or_else(|| panic!("no JSON request line in {log}"));
+        assert_eq!(request["level"], "INFO");
+        assert_eq!(request["fields"]["status"], 201);
+    })
+    .await;
+}
