@@ -2,6 +2,8 @@
 //! in-process queue. `osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]`;
 //! `osb-broker reencrypt [--rotate-key] [--config FILE] [--data-dir DIR]` re-encrypts the stored secrets.
 
+mod admin_cli;
+
 use anyhow::{Context, bail};
 use osb_broker::broker::run_workers;
 use osb_broker::config::BrokerConfig;
@@ -9,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const USAGE: &str = "usage: osb-broker [--config FILE] [--listen ADDR] [--data-dir DIR]\n       \
-osb-broker reencrypt [--rotate-key] [--config FILE] [--data-dir DIR]   (with the broker stopped)";
+osb-broker reencrypt [--rotate-key] [--config FILE] [--data-dir DIR]   (with the broker stopped)\n       \
+osb-broker admin --help   (a client of the admin API)";
 
 /// What the command line asks for.
 struct Args {
@@ -77,6 +80,9 @@ async fn reencrypt(cfg: &BrokerConfig, rotate: bool) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("admin") {
+        return admin_cli::run(std::env::args().skip(2).collect()).await;
+    }
     let Args {
         config: cfg,
         reencrypt: rotate,

@@ -442,3 +442,91 @@ async fn local_mode_logs_json_lines_when_configured() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_admin_command_line_lists_and_redrives_through_the_admin_api() {
+    bounded(async {
+        let broker = Broker::start_default().await;
+        let cf1 = broker.client("cf1");
+        for id in ["cli-1", "cli-2"] {
+            cf1.put(&instance_path(id), &provision_body(SMALL, None))
+                .await
+                .expect(201);
+        }
+        let limit = Duration::from_secs(30);
+        // The configuration names the admin listener and password: nothing else to give.
+        let (status, out) =
+            broker.run_binary(&["admin", "list", "cf1", "instances", "--json"], limit);
+        assert!(status.is_some_and(|s| s.success()), "{out}");
+        let listed: Value = serde_json::from_str(&out).expect("--json prints JSON");
+        assert_eq!(ids(&listed, "instance_id"), vec!["cli-2", "cli-1"]);
+        // A table for people; one page of one, with the hint that there is more.
+        let (status, out) = broker.run_binary(
+            &[
+                "admin",
+                "list",
+                "cf1",
+                "instances",
+                "--limit",
+                "1",
+                "--state",
+                "ready",
+            ],
+            limit,
+        );
+        assert!(status.is_some_and(|s| s.success()), "{out}");
+        let mut lines = out.lines();
+        let header = lines.next().unwrap_or_default();
+        assert!(
+            header.starts_with("INSTANCE") && header.contains("STATE"),
+            "{out}"
+        );
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("cli-2") && l.contains("ready")),
+            "{out}"
+        );
+        assert!(out.contains("more: add --all"), "{out}");
+        let (status, out) = broker.run_binary(
+            &[
+                "admin",
+                "list",
+                "cf1",
+                "instances",
+                "--limit",
+                "1",
+                "--all",
+                "--json",
+            ],
+            limit,
+        );
+        assert!(status.is_some_and(|s| s.success()), "{out}");
+        let all: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(ids(&all, "instance_id"), vec!["cli-2", "cli-1"]);
+        let (status, out) = broker.run_binary(&["admin", "tenants"], limit);
+        assert!(status.is_some_and(|s| s.success()), "{out}");
+        assert!(
+            out.contains("cf1") && out.contains("ks2") && out.starts_with("NAME"),
+            "{out}"
+        );
+        // Errors of the API reach the person with their description and a failing exit status.
+        let (status, out) = broker.run_binary(
+            &[
+                "admin",
+                "redrive-operation",
+                "cf1",
+                "cli-1",
+                "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            ],
+            limit,
+        );
+        assert!(status.is_some_and(|s| !s.success()), "{out}");
+        assert!(out.contains("404"), "{out}");
+        let (status, out) =
+            broker.run_binary(&["admin", "--user", "cf1-platform", "tenants"], limit);
+        assert!(status.is_some_and(|s| !s.success()), "{out}");
+        assert!(out.contains("401"), "{out}");
+    })
+    .await;
+}
