@@ -46,6 +46,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cfg = parse_args()?;
+    let failed = osb_broker::embedded::refresh_upstream_catalogs(&cfg).await?;
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "some upstream brokers did not give their catalog; their last good catalogs are served"
+        );
+    }
     let embedded = osb_broker::embedded::build_default(&cfg)?;
     let resumed = embedded.broker.resume_unfinished().await?;
     if resumed.redriven + resumed.failed > 0 {

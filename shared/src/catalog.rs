@@ -3,6 +3,7 @@
 
 use crate::backends::postgresql::PostgresPlan;
 use crate::backends::simulated::SimulatedPlan;
+use crate::backends::upstream::UpstreamPlan;
 use crate::model::{MaintenanceInfo, Object};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -76,6 +77,8 @@ pub enum BackendConfig {
     Simulated(SimulatedPlan),
     /// A database per instance on a named PostgreSQL server (`[postgresql_servers.NAME]`).
     Postgresql(PostgresPlan),
+    /// A plan imported from an upstream OSB broker (`[upstream_brokers.NAME]`); jobs are forwarded to it.
+    Upstream(UpstreamPlan),
 }
 
 impl BackendConfig {
@@ -84,6 +87,8 @@ impl BackendConfig {
         match self {
             BackendConfig::Simulated(s) => s.requires_app,
             BackendConfig::Postgresql(p) => p.requires_app,
+            // The upstream broker decides (and answers 422 RequiresApp itself).
+            BackendConfig::Upstream(_) => false,
         }
     }
 
@@ -91,13 +96,25 @@ impl BackendConfig {
     pub fn postgresql_server(&self) -> Option<&str> {
         match self {
             BackendConfig::Postgresql(p) => Some(&p.server),
-            BackendConfig::Simulated(_) => None,
+            BackendConfig::Simulated(_) | BackendConfig::Upstream(_) => None,
+        }
+    }
+
+    /// The upstream broker the plan is forwarded to, if any.
+    pub fn upstream_broker(&self) -> Option<&str> {
+        match self {
+            BackendConfig::Upstream(u) => Some(&u.broker),
+            _ => None,
         }
     }
 
     /// Which backend serves the plan (a plan change must stay on it).
-    fn home(&self) -> Option<&str> {
-        self.postgresql_server()
+    fn home(&self) -> Option<(&'static str, &str)> {
+        match self {
+            BackendConfig::Simulated(_) => None,
+            BackendConfig::Postgresql(p) => Some(("postgresql", &p.server)),
+            BackendConfig::Upstream(u) => Some(("upstream", &u.broker)),
+        }
     }
 }
 
@@ -223,6 +240,12 @@ impl Catalog {
         if config.services.is_empty() {
             return Err(CatalogError::Empty);
         }
+        Catalog::new_possibly_empty(config)
+    }
+
+    /// [`Catalog::new`] accepting no services (a broker whose offerings all come from upstream brokers
+    /// that have not answered yet).
+    pub fn new_possibly_empty(config: CatalogConfig) -> Result<Self, CatalogError> {
         let mut services = HashMap::new();
         let mut names = HashSet::new();
         let mut plans = HashMap::new();
@@ -264,7 +287,7 @@ impl Catalog {
             {
                 return Err(CatalogError::InvalidService {
                     service: s.id.clone(),
-                    reason: "plans that can be changed into each other must use the same backend (and postgresql server)".into(),
+                    reason: "plans that can be changed into each other must use the same backend (and postgresql server or upstream broker)".into(),
                 });
             }
             let mut plan_names = HashSet::new();
@@ -301,6 +324,7 @@ impl Catalog {
                 match &p.backend {
                     BackendConfig::Simulated(sim) => sim.validate().map_err(invalid)?,
                     BackendConfig::Postgresql(pg) => pg.validate().map_err(invalid)?,
+                    BackendConfig::Upstream(u) => u.validate().map_err(invalid)?,
                 }
                 if let Some(schemas) = &p.schemas {
                     if !schemas.is_object() {

@@ -2,6 +2,8 @@
 //! address, data directory. See the README for the format.
 
 use crate::backends::postgresql::{ServerConfig as PostgresServerConfig, ServerConfigError};
+use crate::backends::upstream::import::ImportError;
+use crate::backends::upstream::{Upstream, UpstreamConfig, UpstreamConfigError};
 use crate::catalog::{Catalog, CatalogConfig, CatalogError};
 use crate::tenants::{Secret, TenantConfig};
 use rand::Rng;
@@ -65,6 +67,10 @@ pub struct BrokerConfig {
     /// `[postgresql_servers.NAME]`: the PostgreSQL servers plans of `"type": "postgresql"` name.
     #[serde(default)]
     pub postgresql_servers: std::collections::BTreeMap<String, PostgresServerConfig>,
+    /// `[upstream_brokers.NAME]`: existing OSB brokers whose catalogs are imported and whose plans'
+    /// jobs are forwarded to them.
+    #[serde(default)]
+    pub upstream_brokers: std::collections::BTreeMap<String, UpstreamConfig>,
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -134,6 +140,7 @@ impl Default for BrokerConfig {
             webhook_delivery: WebhookSettings::default(),
             sharing: Default::default(),
             postgresql_servers: Default::default(),
+            upstream_brokers: Default::default(),
         }
     }
 }
@@ -153,6 +160,10 @@ pub enum ConfigError {
     Catalog(#[from] CatalogError),
     #[error("invalid configuration: {0}")]
     PostgresServer(#[from] ServerConfigError),
+    #[error("invalid configuration: {0}")]
+    Upstream(#[from] UpstreamConfigError),
+    #[error("catalog import: {0}")]
+    Import(#[from] ImportError),
     #[error("cannot keep the demo tenant's password in {path}: {source}")]
     DemoPassword {
         path: PathBuf,
@@ -180,17 +191,44 @@ impl BrokerConfig {
             for server in cfg.postgresql_servers.values_mut() {
                 server.resolve_paths(dir);
             }
+            for up in cfg.upstream_brokers.values_mut() {
+                up.resolve_paths(dir);
+            }
         }
         Ok(cfg)
     }
 
-    /// The validated catalog: inline, from `catalog_file`, or the demo catalog.
+    /// The validated catalog: inline, from `catalog_file`, or the demo catalog; with upstream brokers,
+    /// their offerings (last good catalogs in the data directory, see `backends::upstream::import`) are
+    /// merged in, and without a static catalog there is no demo catalog.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
-        match (&self.catalog, &self.catalog_file) {
-            (Some(_), Some(_)) => Err(ConfigError::TwoCatalogs),
-            (Some(c), None) => Ok(Catalog::new(c.clone())?),
-            (None, file) => load_catalog(file.as_deref()),
+        let upstreams = self.upstream_brokers()?;
+        if upstreams.is_empty() {
+            return match (&self.catalog, &self.catalog_file) {
+                (Some(_), Some(_)) => Err(ConfigError::TwoCatalogs),
+                (Some(c), None) => Ok(Catalog::new(c.clone())?),
+                (None, file) => load_catalog(file.as_deref()),
+            };
         }
+        let mut config = match (&self.catalog, &self.catalog_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoCatalogs),
+            (Some(c), None) => c.clone(),
+            (None, Some(file)) => read_catalog_config(file)?,
+            (None, None) => CatalogConfig {
+                services: Vec::new(),
+            },
+        };
+        crate::backends::upstream::import::merge_cached(&mut config, &upstreams, &self.data_dir)?;
+        // Every upstream down on the very first start: an empty catalog until one answers.
+        Ok(Catalog::new_possibly_empty(config)?)
+    }
+
+    /// The validated upstream brokers (password files read).
+    pub fn upstream_brokers(&self) -> Result<Vec<Upstream>, ConfigError> {
+        self.upstream_brokers
+            .iter()
+            .map(|(name, u)| u.validate(name).map_err(ConfigError::from))
+            .collect()
     }
 
     /// The configured tenants, or the demo tenant whose password is generated once and kept in the
@@ -241,6 +279,17 @@ impl BrokerConfig {
             .map(|(name, s)| s.validate(name).map_err(ConfigError::from))
             .collect()
     }
+}
+
+fn read_catalog_config(path: &Path) -> Result<CatalogConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// The catalog of a JSON file, or the demo catalog when no file is named; validated.

@@ -242,6 +242,9 @@ pub struct Operation {
     /// re-drives the undo until it does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compensation_pending: bool,
+    /// The request's `context`, for backends that forward it (an upstream broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Object>,
 }
 
 impl Operation {
@@ -278,6 +281,7 @@ impl Operation {
             backend_target: None,
             after: Vec::new(),
             compensation_pending: false,
+            context: job.context.clone(),
         }
     }
 
@@ -308,6 +312,9 @@ impl Operation {
             plan_id: self.plan_id.clone(),
             parameters: self.parameters.clone(),
             started_at: self.created_at,
+            context: self.context.clone(),
+            originating_identity: self.originating_identity.clone(),
+            accepts_incomplete: self.asynchronous,
         }
     }
 

@@ -178,7 +178,7 @@ impl Broker {
                 generation: instance.generation,
                 binding: Some((id, generation)),
             };
-            let job = self.job(
+            let mut job = self.job(
                 OperationKind::Bind,
                 &op_id,
                 &target,
@@ -187,6 +187,7 @@ impl Broker {
                 req.parameters.clone(),
                 now,
             );
+            job.context = req.context.clone();
             let estimate = self.plan_job(&job, accepts_incomplete)?;
             let binding = Binding {
                 tenant: tenant.name.clone(),

@@ -470,6 +470,9 @@ mod tests {
             plan_id: "p".into(),
             parameters: None,
             started_at: 1,
+            context: None,
+            originating_identity: None,
+            accepts_incomplete: false,
         };
         let meta = RequestMeta {
             webhook: Some(WebhookRegistration {
