@@ -435,10 +435,11 @@ impl UpstreamBackend {
                 match state {
                     "succeeded" => match job.kind {
                         OperationKind::Provision | OperationKind::Update => {
-                            Ok(BackendOutcome::Done(Done::Instance(InstanceResult {
+                            let accepted = InstanceResult {
                                 dashboard_url: dashboard_url.clone(),
                                 metadata: metadata.clone(),
-                            })))
+                            };
+                            self.fetch_instance(job, plan, accepted).await
                         }
                         OperationKind::Bind => self.fetch_binding(job, plan).await,
                         OperationKind::Deprovision | OperationKind::Unbind => {
@@ -468,6 +469,53 @@ impl UpstreamBackend {
             }
             // Invalid while creating (410 included): keep polling until the deadline, as a platform does.
             Sent::Answer { retry_after, .. } => Ok(in_progress(handle.clone(), retry_after)),
+        }
+    }
+
+    /// After an asynchronous provision or update succeeded: what the instance is now (`dashboard_url`,
+    /// `metadata`), from GET instance when the offering is retrievable (the same answer a repeated PUT
+    /// would give), else what the 202 said.
+    async fn fetch_instance(
+        &self,
+        job: &BackendJob,
+        plan: &UpstreamPlan,
+        accepted: InstanceResult,
+    ) -> BackendResult {
+        let retrievable = self
+            .catalog
+            .plan_by_id(&job.plan_id)
+            .is_some_and(|p| p.instances_retrievable());
+        if !retrievable {
+            return Ok(BackendOutcome::Done(Done::Instance(accepted)));
+        }
+        let sent = self
+            .client
+            .send(
+                Method::Get,
+                &self.instance_path(job),
+                &[
+                    ("service_id", plan.service_id.as_str()),
+                    ("plan_id", plan.plan_id.as_str()),
+                ],
+                None,
+                None,
+                None,
+            )
+            .await;
+        match sent {
+            Sent::Answer {
+                status: 200, body, ..
+            } => Ok(BackendOutcome::Done(
+                match parse_done(OperationKind::Provision, body.as_ref()) {
+                    Ok(Done::Instance(r)) => Done::Instance(InstanceResult {
+                        dashboard_url: r.dashboard_url.or(accepted.dashboard_url),
+                        metadata: r.metadata.or(accepted.metadata),
+                    }),
+                    _ => Done::Instance(accepted),
+                },
+            )),
+            Sent::Answer { .. } => Ok(BackendOutcome::Done(Done::Instance(accepted))),
+            Sent::NotSent(e) | Sent::Lost(e) => Err(BackendError(e)),
         }
     }
 
