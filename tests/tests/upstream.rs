@@ -257,10 +257,13 @@ async fn a_proxy_killed_mid_provision_completes_it_after_restart_with_one_upstre
     .await;
 }
 
+/// One request the scripted upstream received: method, path and query, headers, JSON body.
+type Seen = (Method, String, HeaderMap, Option<Value>);
+
 /// A scripted upstream in this process: its catalog, and what each request carried.
 struct Scripted {
     url: String,
-    seen: Arc<Mutex<Vec<(Method, String, HeaderMap, Option<Value>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 const SCRIPTED_CATALOG: &str = r#"{"services": [{"id": "s-1", "name": "scripted", "description": "d", "bindable": true,
@@ -268,7 +271,7 @@ const SCRIPTED_CATALOG: &str = r#"{"services": [{"id": "s-1", "name": "scripted"
               {"id": "broken", "name": "broken", "description": "answers 500 to provisions"}]}]}"#;
 
 async fn scripted() -> Scripted {
-    let seen: Arc<Mutex<Vec<(Method, String, HeaderMap, Option<Value>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let log = seen.clone();
     let app = axum::Router::new().fallback(move |m: Method, uri: Uri, h: HeaderMap, body: Bytes| {
         let log = log.clone();

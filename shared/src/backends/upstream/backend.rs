@@ -162,7 +162,7 @@ impl UpstreamBackend {
         b
     }
 
-    fn delete_query<'a>(plan: &'a UpstreamPlan) -> [(&'static str, &'a str); 3] {
+    fn delete_query(plan: &UpstreamPlan) -> [(&'static str, &str); 3] {
         [
             ("service_id", plan.service_id.as_str()),
             ("plan_id", plan.plan_id.as_str()),
