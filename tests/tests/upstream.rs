@@ -378,6 +378,20 @@ async fn identity_and_context_are_forwarded_on_mutations_and_an_upstream_500_is_
             "{polls:?}"
         );
 
+        // An operation the platform makes up is refused here, never forwarded.
+        let before = up.seen.lock().unwrap().len();
+        c.get(&format!(
+            "{}?operation=not-ours",
+            instance_last_op_path("fw-1")
+        ))
+        .await
+        .expect_error(400, None);
+        assert_eq!(
+            up.seen.lock().unwrap().len(),
+            before,
+            "nothing sent upstream"
+        );
+
         // An upstream 500 on a synchronous provision: DELETE sent upstream, the platform gets a clear,
         // redacted error.
         body["plan_id"] = json!(ids::plan_id("sc", "s-1", "broken"));
@@ -397,6 +411,119 @@ async fn identity_and_context_are_forwarded_on_mutations_and_an_upstream_500_is_
         );
         c.get(&instance_path("fw-2")).await.expect(404);
         assert!(!proxy.log().contains("proxy-pw"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_on_a_proxied_instance_binds_the_owners_upstream_instance() {
+    bounded(async {
+        let (proxy, upstream) = proxy_and_upstream().await;
+        let (owner, leaser) = (proxy.client("cf1"), proxy.client("cf2"));
+        owner
+            .put(&instance_path("own-1"), &provision(SMALL))
+            .await
+            .expect(201);
+        let view = owner.get(&instance_path("own-1")).await;
+        view.expect(200);
+        let token = view.json["parameters"]["x_osb_cmdb"]["sharing_token"]["token"]
+            .as_str()
+            .expect("the imported offering is shareable (its metadata.shareable is copied)")
+            .to_owned();
+        let mut body = provision(SMALL);
+        body["parameters"] = json!({"sharing_token": token});
+        leaser
+            .put(&instance_path("lease-1"), &body)
+            .await
+            .expect(201);
+        assert_eq!(
+            inventory(&upstream),
+            (1, 0),
+            "a lease makes no upstream call"
+        );
+        let b = leaser
+            .put(&binding_path("lease-1", "lb"), &bind(SMALL))
+            .await;
+        b.expect(201);
+        assert!(b.json["credentials"]["uri"].is_string(), "{}", b.text);
+        assert_eq!(
+            inventory(&upstream),
+            (1, 1),
+            "the lease's binding is on the owner's upstream instance"
+        );
+        let own_bind = owner.put(&binding_path("own-1", "lb"), &bind(SMALL)).await;
+        own_bind.expect(201);
+        assert_ne!(
+            own_bind.json["credentials"], b.json["credentials"],
+            "same binding id, another binding"
+        );
+        assert_eq!(inventory(&upstream), (1, 2));
+        owner
+            .delete(&format!("{}?{}", instance_path("own-1"), ids_q(SMALL)))
+            .await
+            .expect_error(422, None);
+        leaser
+            .delete(&format!(
+                "{}?{}",
+                binding_path("lease-1", "lb"),
+                ids_q(SMALL)
+            ))
+            .await
+            .expect(200);
+        leaser
+            .delete(&format!("{}?{}", instance_path("lease-1"), ids_q(SMALL)))
+            .await
+            .expect(200);
+        assert_eq!(inventory(&upstream), (1, 1));
+        owner
+            .delete(&format!("{}?{}", binding_path("own-1", "lb"), ids_q(SMALL)))
+            .await
+            .expect(200);
+        owner
+            .delete(&format!("{}?{}", instance_path("own-1"), ids_q(SMALL)))
+            .await
+            .expect(200);
+        assert_eq!(inventory(&upstream), (0, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_fires_when_a_proxied_async_provision_ends() {
+    bounded(async {
+        let upstream = Broker::start_default().await;
+        let t = upstream.tenant("cf1");
+        let proxy = Broker::start(&format!(
+            "[webhooks]\nallow_http = true\nallow_loopback = true\n\n{}",
+            upstream_toml("up", &upstream.base_url(), &t.username, &t.password, "")
+        ))
+        .await;
+        let receiver =
+            e2e::receiver::Receiver::start(vec![e2e::receiver::Reply::Status(200)]).await;
+        let hook: String =
+            url::form_urlencoded::byte_serialize(receiver.url("/hook").as_bytes()).collect();
+        let c = proxy.client("cf1");
+        let r = c
+            .put(
+                &format!(
+                    "{}?accepts_incomplete=true&webhook={hook}&secret=s3cr3t",
+                    instance_path("wh-1")
+                ),
+                &provision(STANDARD),
+            )
+            .await;
+        r.expect(202);
+        let got = receiver
+            .wait_for(1, std::time::Duration::from_secs(30))
+            .await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].header("x-osb-state"), Some("succeeded"));
+        assert_eq!(
+            got[0].header("x-osb-operation"),
+            Some(r.operation().as_str())
+        );
+        assert!(got[0].json().is_object());
+        assert_eq!(inventory(&upstream), (1, 0));
     })
     .await;
 }
