@@ -71,6 +71,14 @@ pub struct BrokerConfig {
     /// jobs are forwarded to them.
     #[serde(default)]
     pub upstream_brokers: std::collections::BTreeMap<String, UpstreamConfig>,
+    /// How often the upstream brokers' catalogs are fetched again while the broker runs (0: only at
+    /// start-up).
+    #[serde(default = "default_upstream_refresh")]
+    pub upstream_catalog_refresh_seconds: u64,
+}
+
+fn default_upstream_refresh() -> u64 {
+    300
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -141,6 +149,7 @@ impl Default for BrokerConfig {
             sharing: Default::default(),
             postgresql_servers: Default::default(),
             upstream_brokers: Default::default(),
+            upstream_catalog_refresh_seconds: default_upstream_refresh(),
         }
     }
 }
@@ -202,25 +211,37 @@ impl BrokerConfig {
     /// their offerings (last good catalogs in the data directory, see `backends::upstream::import`) are
     /// merged in, and without a static catalog there is no demo catalog.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let (config, imports) = self.catalog_config()?;
+        Ok(if imports {
+            // Every upstream down on the very first start: an empty catalog until one answers.
+            Catalog::new_possibly_empty(config)?
+        } else {
+            Catalog::new(config)?
+        })
+    }
+
+    /// The catalog's configuration (not validated yet) and whether it imports upstream offerings.
+    pub fn catalog_config(&self) -> Result<(CatalogConfig, bool), ConfigError> {
         let upstreams = self.upstream_brokers()?;
-        if upstreams.is_empty() {
-            return match (&self.catalog, &self.catalog_file) {
-                (Some(_), Some(_)) => Err(ConfigError::TwoCatalogs),
-                (Some(c), None) => Ok(Catalog::new(c.clone())?),
-                (None, file) => load_catalog(file.as_deref()),
-            };
-        }
         let mut config = match (&self.catalog, &self.catalog_file) {
             (Some(_), Some(_)) => return Err(ConfigError::TwoCatalogs),
             (Some(c), None) => c.clone(),
             (None, Some(file)) => read_catalog_config(file)?,
+            (None, None) if upstreams.is_empty() => {
+                serde_json::from_str(DEMO_CATALOG).map_err(|e| ConfigError::Parse {
+                    path: PathBuf::from("<demo catalog>"),
+                    message: e.to_string(),
+                })?
+            }
             (None, None) => CatalogConfig {
                 services: Vec::new(),
             },
         };
+        if upstreams.is_empty() {
+            return Ok((config, false));
+        }
         crate::backends::upstream::import::merge_cached(&mut config, &upstreams, &self.data_dir)?;
-        // Every upstream down on the very first start: an empty catalog until one answers.
-        Ok(Catalog::new_possibly_empty(config)?)
+        Ok((config, true))
     }
 
     /// The validated upstream brokers (password files read).

@@ -156,3 +156,21 @@ pub async fn refresh_upstream_catalogs(config: &BrokerConfig) -> Result<usize, S
             .len(),
     )
 }
+
+/// Fetches the upstream brokers' catalogs again and, when that changed the catalog, publishes the new one
+/// (`Catalog::replace`; plans that vanished upstream are kept, their instances still need them). `true`
+/// when the catalog changed.
+pub async fn refresh_catalog(
+    config: &BrokerConfig,
+    catalog: &crate::catalog::Catalog,
+) -> Result<bool, StartError> {
+    refresh_upstream_catalogs(config).await?;
+    let (mut next, _) = config.catalog_config()?;
+    crate::backends::upstream::import::keep_vanished_plans(&mut next, catalog.config());
+    if serde_json::to_value(&next).ok() == serde_json::to_value(catalog.config()).ok() {
+        return Ok(false);
+    }
+    let next = crate::catalog::Catalog::new_possibly_empty(next).map_err(ConfigError::from)?;
+    catalog.replace(next);
+    Ok(true)
+}

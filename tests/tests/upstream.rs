@@ -264,6 +264,8 @@ type Seen = (Method, String, HeaderMap, Option<Value>);
 struct Scripted {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The catalog it serves (a test may change it).
+    catalog: Arc<Mutex<String>>,
 }
 
 const SCRIPTED_CATALOG: &str = r#"{"services": [{"id": "s-1", "name": "scripted", "description": "d", "bindable": true,
@@ -272,15 +274,18 @@ const SCRIPTED_CATALOG: &str = r#"{"services": [{"id": "s-1", "name": "scripted"
 
 async fn scripted() -> Scripted {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let catalog = Arc::new(Mutex::new(SCRIPTED_CATALOG.to_owned()));
     let log = seen.clone();
+    let served = catalog.clone();
     let app = axum::Router::new().fallback(move |m: Method, uri: Uri, h: HeaderMap, body: Bytes| {
         let log = log.clone();
+        let served = served.clone();
         async move {
             let body: Option<Value> = serde_json::from_slice(&body).ok();
             let broken = body.as_ref().is_some_and(|b| b["plan_id"] == "broken");
             log.lock().unwrap().push((m.clone(), uri.to_string(), h, body));
             let (status, text) = match (m, uri.path()) {
-                (_, "/v2/catalog") => (200, SCRIPTED_CATALOG.to_owned()),
+                (_, "/v2/catalog") => (200, served.lock().unwrap().clone()),
                 (Method::PUT, _) if broken => (
                     500,
                     json!({"description": "backend db-7.corp.internal failed, see https://wiki.corp/x"}).to_string(),
@@ -300,7 +305,7 @@ async fn scripted() -> Scripted {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Scripted { url, seen }
+    Scripted { url, seen, catalog }
 }
 
 #[tokio::test]
@@ -524,6 +529,86 @@ async fn a_webhook_fires_when_a_proxied_async_provision_ends() {
         );
         assert!(got[0].json().is_object());
         assert_eq!(inventory(&upstream), (1, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_catalog_is_refreshed_while_running_and_a_vanished_plan_still_reaches_its_upstream() {
+    bounded(async {
+        let up = scripted().await;
+        let proxy = Broker::start(&format!(
+            "upstream_catalog_refresh_seconds = 1\n{}",
+            upstream_toml("sc", &up.url, "proxy-user", "proxy-pw", "")
+        ))
+        .await;
+        let c = proxy.client("cf1");
+        let mut body = provision_body(SMALL, None);
+        body["service_id"] = json!(ids::service_id("sc", "s-1"));
+        body["plan_id"] = json!(ids::plan_id("sc", "s-1", "ok"));
+        c.put(
+            &format!("{}?accepts_incomplete=true", instance_path("rf-1")),
+            &body,
+        )
+        .await
+        .expect(202);
+        c.poll_until_final(&instance_last_op_path("rf-1")).await;
+        // The upstream drops plan "ok" and adds an offering.
+        *up.catalog.lock().unwrap() = json!({"services": [
+            {"id": "s-1", "name": "scripted", "description": "d", "bindable": true,
+             "plans": [{"id": "broken", "name": "broken", "description": "d"}]},
+            {"id": "s-2", "name": "added", "description": "new", "bindable": false,
+             "plans": [{"id": "p", "name": "p", "description": "d"}]}]})
+        .to_string();
+        let started = std::time::Instant::now();
+        let served = loop {
+            let cat = c.get("/v2/catalog").await;
+            if cat.text.contains("\"added\"") {
+                break cat.json;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "no refresh: {}",
+                cat.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        };
+        let names: Vec<&str> = served["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let plans = served["services"][0]["plans"].as_array().unwrap();
+        assert!(
+            plans.iter().any(|p| p["id"] == body["plan_id"]),
+            "the vanished plan is kept: {plans:?}"
+        );
+        // Its instance's deprovision still goes to the upstream.
+        let before = up
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, ..)| m == Method::DELETE)
+            .count();
+        c.delete(&format!(
+            "{}?service_id={}&plan_id={}",
+            instance_path("rf-1"),
+            body["service_id"].as_str().unwrap(),
+            body["plan_id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+        let after = up
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, ..)| m == Method::DELETE)
+            .count();
+        assert_eq!(after, before + 1);
     })
     .await;
 }

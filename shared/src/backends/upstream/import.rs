@@ -136,7 +136,7 @@ pub fn translate(up: &Upstream, raw: &Value) -> Result<Vec<ServiceOffering>, Imp
     }
     // The imported part alone must be a valid catalog (schemas compile, ids and names unique).
     if !out.is_empty() {
-        Catalog::new(CatalogConfig {
+        Catalog::check(CatalogConfig {
             services: out.clone(),
         })
         .map_err(|e| fetch_err(format!("its catalog is not valid: {e}")))?;
@@ -251,6 +251,34 @@ pub fn merge_cached(
     Ok(())
 }
 
+/// Keeps in `next` the upstream plans of `current` that the refreshed upstream catalogs no longer have
+/// (and their offerings, unless a new offering took the name): instances of them still exist, and their
+/// jobs (deprovision, unbind) must still reach their upstream. A restart drops them.
+pub fn keep_vanished_plans(next: &mut CatalogConfig, current: &CatalogConfig) {
+    for s in &current.services {
+        let upstream_plans: Vec<&Plan> = s
+            .plans
+            .iter()
+            .filter(|p| matches!(p.backend, BackendConfig::Upstream(_)))
+            .collect();
+        if upstream_plans.is_empty() {
+            continue;
+        }
+        if let Some(n) = next.services.iter_mut().find(|n| n.id == s.id) {
+            for p in upstream_plans {
+                if !n.plans.iter().any(|q| q.id == p.id) {
+                    n.plans.push(p.clone());
+                }
+            }
+        } else if !next.services.iter().any(|n| n.name == s.name) {
+            let mut kept = s.clone();
+            kept.plans
+                .retain(|p| matches!(p.backend, BackendConfig::Upstream(_)));
+            next.services.push(kept);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -314,6 +342,31 @@ mod tests {
             translate(&up, &raw()).unwrap()[0].plans[0].id,
             db.plans[0].id
         );
+    }
+
+    #[test]
+    fn plans_that_vanish_upstream_stay_until_restart() {
+        let up = upstream("");
+        let current = CatalogConfig {
+            services: translate(&up, &raw()).unwrap(),
+        };
+        let mut fewer = raw();
+        fewer["services"].as_array_mut().unwrap().truncate(1);
+        fewer["services"][0]["plans"][0]["id"] = json!("plan-new");
+        fewer["services"][0]["plans"][0]["name"] = json!("new");
+        let mut next = CatalogConfig {
+            services: translate(&up, &fewer).unwrap(),
+        };
+        keep_vanished_plans(&mut next, &current);
+        let ids: Vec<&str> = next
+            .services
+            .iter()
+            .flat_map(|s| s.plans.iter().map(|p| p.id.as_str()))
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(ids.contains(&ids::plan_id("up", "svc-1", "plan-1").as_str()));
+        assert!(ids.contains(&ids::plan_id("up", "svc-2", "plan-2").as_str()));
+        assert!(Catalog::check(next).is_ok());
     }
 
     #[test]
