@@ -421,7 +421,8 @@ async fn identity_and_context_are_forwarded_on_mutations_and_an_upstream_500_is_
 }
 
 #[tokio::test]
-async fn a_lease_on_a_proxied_instance_binds_the_owners_upstream_instance() {
+async fn a_lease_on_a_proxied_instance_binds_the_owners_upstream_instance_and_a_purge_unbinds_it_upstream()
+ {
     bounded(async {
         let (proxy, upstream) = proxy_and_upstream().await;
         let (owner, leaser) = (proxy.client("cf1"), proxy.client("cf2"));
@@ -467,14 +468,27 @@ async fn a_lease_on_a_proxied_instance_binds_the_owners_upstream_instance() {
             .delete(&format!("{}?{}", instance_path("own-1"), ids_q(SMALL)))
             .await
             .expect_error(422, None);
-        leaser
-            .delete(&format!(
-                "{}?{}",
-                binding_path("lease-1", "lb"),
-                ids_q(SMALL)
-            ))
+        // The owner purges the lease: the worker unbinds the lease's binding upstream.
+        owner
+            .patch(
+                &instance_path("own-1"),
+                &json!({"service_id": svc(), "parameters": {"x_osb_cmdb": {"leases": []}}}),
+            )
             .await
             .expect(200);
+        let done = leaser
+            .poll_until_final(&binding_last_op_path("lease-1", "lb"))
+            .await;
+        assert_eq!(
+            done.status, 410,
+            "the purge's unbind finished: {}",
+            done.text
+        );
+        assert_eq!(
+            inventory(&upstream),
+            (1, 1),
+            "only the owner's own binding is left upstream"
+        );
         leaser
             .delete(&format!("{}?{}", instance_path("lease-1"), ids_q(SMALL)))
             .await
