@@ -10,7 +10,8 @@ rounds=${1:-2}
 seconds=${2:-5}
 connections=${3:-16}
 scenarios=${4:-provision_cycle,full_cycle}
-cargo build --release -p osb-local -p osb-bench >&2
+# OSB_BENCH_NO_BUILD=1: use the release binaries already built.
+[ "${OSB_BENCH_NO_BUILD:-}" = 1 ] || cargo build --release -p osb-local -p osb-bench >&2
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 /// Largest upstream response body read (a catalog with many schemas fits).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// What became of one request.
-#[derive(Debug, Clone, PartialEq)]
+/// What became of one request. `Debug` never shows a body (a bind's carries credentials).
+#[derive(Clone, PartialEq)]
 pub enum Sent {
     /// The upstream answered. `body` is `None` when it is not JSON.
     Answer {
@@ -28,6 +28,25 @@ pub enum Sent {
     NotSent(String),
     /// The request may have reached the upstream but no answer came (timeout, connection lost).
     Lost(String),
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Answer {
+                status,
+                body,
+                retry_after,
+            } => f
+                .debug_struct("Answer")
+                .field("status", status)
+                .field("json_body", &body.is_some())
+                .field("retry_after", retry_after)
+                .finish(),
+            Sent::NotSent(e) => f.debug_tuple("NotSent").field(e).finish(),
+            Sent::Lost(e) => f.debug_tuple("Lost").field(e).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +197,16 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_body() {
+        let s = Sent::Answer {
+            status: 201,
+            body: Some(serde_json::json!({"credentials": {"password": "hunter2"}})),
+            retry_after: None,
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 
     #[test]
     fn the_identity_header_is_platform_and_base64_json() {
