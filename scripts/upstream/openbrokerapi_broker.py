@@ -50,6 +50,7 @@ class FixtureBroker(ServiceBroker):
                 "call": call,
                 "identity": request.headers.get("X-Broker-API-Originating-Identity"),
                 "context": getattr(details, "context", None),
+                "bind_resource": (request.get_json(silent=True) or {}).get("bind_resource"),
             }
         )
 

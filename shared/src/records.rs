@@ -245,6 +245,9 @@ pub struct Operation {
     /// The request's `context`, for backends that forward it (an upstream broker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Object>,
+    /// A bind's `bind_resource`, for backends that forward it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_resource: Option<Object>,
 }
 
 impl Operation {
@@ -282,6 +285,7 @@ impl Operation {
             after: Vec::new(),
             compensation_pending: false,
             context: job.context.clone(),
+            bind_resource: job.bind_resource.clone(),
         }
     }
 
@@ -315,6 +319,7 @@ impl Operation {
             context: self.context.clone(),
             originating_identity: self.originating_identity.clone(),
             accepts_incomplete: self.asynchronous,
+            bind_resource: self.bind_resource.clone(),
         }
     }
 

@@ -34,6 +34,7 @@ fn job(kind: OperationKind, op: &str, plan: &str, params: serde_json::Value) -> 
         context: None,
         originating_identity: None,
         accepts_incomplete: false,
+        bind_resource: None,
     }
 }
 

@@ -635,6 +635,7 @@ fn backend_job(kind: OperationKind, op: &str, instance: &str) -> BackendJob {
         context: None,
         originating_identity: None,
         accepts_incomplete: false,
+        bind_resource: None,
     }
 }
 

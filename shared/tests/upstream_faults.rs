@@ -157,6 +157,7 @@ fn job(kind: OperationKind, accepts_incomplete: bool) -> BackendJob {
         context: None,
         originating_identity: None,
         accepts_incomplete,
+        bind_resource: None,
     }
 }
 
@@ -725,4 +726,35 @@ async fn a_slow_catalog_keeps_the_last_good_one_and_a_good_one_replaces_it() {
         fetched.iter().all(|r| r.path == "/v2/catalog"
             && !r.headers.contains_key("x-broker-api-originating-identity"))
     );
+}
+
+#[tokio::test]
+async fn a_bind_forwards_bind_resource_and_the_deprecated_app_guid() {
+    let up = Upstream::start(|_, _| reply(201, json!({"credentials": {"u": "x"}}))).await;
+    let b = backend_for(&up.url, "");
+    let mut j = job(OperationKind::Bind, true);
+    j.bind_resource = json!({"app_guid": "app-1", "route": "r"})
+        .as_object()
+        .cloned();
+    start(&b, &j).await;
+    let put = up
+        .seen()
+        .into_iter()
+        .find(|r| r.method == Method::PUT)
+        .unwrap();
+    let body = put.body.unwrap();
+    assert_eq!(
+        body["bind_resource"],
+        json!({"app_guid": "app-1", "route": "r"})
+    );
+    assert_eq!(body["app_guid"], "app-1");
+    // A provision carries neither.
+    start(&b, &job(OperationKind::Provision, true)).await;
+    let put = up
+        .seen()
+        .into_iter()
+        .filter(is_instance_put)
+        .last()
+        .unwrap();
+    assert!(put.body.unwrap().get("bind_resource").is_none());
 }

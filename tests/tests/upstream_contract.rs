@@ -66,6 +66,7 @@ fn job(kind: OperationKind, op: &str, up_plan: &str, accepts_incomplete: bool) -
             .cloned(),
         originating_identity: None,
         accepts_incomplete,
+        bind_resource: None,
     }
 }
 

@@ -143,6 +143,10 @@ async fn an_openbrokerapi_broker_behind_the_proxy_sync_and_async_with_its_invent
         b.expect(201);
         assert!(b.json["credentials"]["password"].is_string(), "{}", b.text);
         assert_eq!(b.json["syslog_drain_url"], "syslog://fixture");
+        let inv = fx.inventory().await;
+        let bind_seen = inv["seen"].as_array().unwrap().iter().find(|s| s["call"] == "bind").unwrap();
+        assert_eq!(bind_seen["bind_resource"]["app_guid"], "app-guid-e2e", "{bind_seen}");
+        assert_eq!(bind_seen["context"]["space_guid"], "space-guid-e2e");
         assert_eq!(fx.inventory().await["bindings"].as_array().unwrap().len(), 1);
         c.delete(&format!("{}?{}", binding_path("obk-1", "b1"), q(SYNC))).await.expect(200);
         assert!(fx.inventory().await["bindings"].as_array().unwrap().is_empty());

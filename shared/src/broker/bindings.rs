@@ -188,6 +188,17 @@ impl Broker {
                 now,
             );
             job.context = req.context.clone();
+            job.bind_resource = match (req.bind_resource.clone(), req.app_guid()) {
+                (Some(mut r), Some(app)) => {
+                    r.insert("app_guid".into(), app.into());
+                    Some(r)
+                }
+                (r, None) => r,
+                (None, Some(app)) => Some(serde_json::Map::from_iter([(
+                    "app_guid".into(),
+                    app.into(),
+                )])),
+            };
             let estimate = self.plan_job(&job, accepts_incomplete)?;
             let binding = Binding {
                 tenant: tenant.name.clone(),

@@ -273,6 +273,7 @@ impl Broker {
             context: None,
             originating_identity: None,
             accepts_incomplete: false,
+            bind_resource: None,
         }
     }
 

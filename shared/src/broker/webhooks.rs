@@ -473,6 +473,7 @@ mod tests {
             context: None,
             originating_identity: None,
             accepts_incomplete: false,
+            bind_resource: None,
         };
         let meta = RequestMeta {
             webhook: Some(WebhookRegistration {

@@ -73,6 +73,7 @@ pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
         context: None,
         originating_identity: None,
         accepts_incomplete: false,
+        bind_resource: None,
     };
     Operation::start(&job, true, &RequestMeta::default())
 }

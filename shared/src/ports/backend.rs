@@ -66,6 +66,9 @@ pub struct BackendJob {
     /// from its operation: whether the broker answered 202). A backend may finish synchronously when it is
     /// false and go asynchronous when it is true (`plan_job`).
     pub accepts_incomplete: bool,
+    /// A bind's `bind_resource` (with the deprecated top-level `app_guid` folded in as `app_guid`),
+    /// forwarded by a backend that speaks OSB.
+    pub bind_resource: Option<Object>,
 }
 
 impl BackendJob {

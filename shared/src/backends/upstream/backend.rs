@@ -150,6 +150,15 @@ impl UpstreamBackend {
                 }
             }
         }
+        if job.kind == OperationKind::Bind
+            && let Some(r) = &job.bind_resource
+        {
+            b["bind_resource"] = Value::Object(r.clone());
+            // The deprecated top-level field, which older brokers read.
+            if let Some(app) = r.get("app_guid") {
+                b["app_guid"] = app.clone();
+            }
+        }
         if let Some(p) = &job.parameters {
             let mut p = p.clone();
             for k in BROKER_KEYS {
