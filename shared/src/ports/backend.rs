@@ -63,8 +63,9 @@ pub struct BackendJob {
     /// Who asked (`X-Broker-API-Originating-Identity`), forwarded by a backend that speaks OSB.
     pub originating_identity: Option<OriginatingIdentity>,
     /// Whether the platform accepts an asynchronous answer (`accepts_incomplete=true`; for a job read back
-    /// from its operation: whether the broker answered 202). A backend may finish synchronously when it is
-    /// false and go asynchronous when it is true (`plan_job`).
+    /// from its operation: whether the broker answered 202; always true in the worker, which holds no
+    /// platform request). A backend may finish synchronously when it is false and go asynchronous when it
+    /// is true (`plan_job`).
     pub accepts_incomplete: bool,
     /// A bind's `bind_resource` (with the deprecated top-level `app_guid` folded in as `app_guid`),
     /// forwarded by a backend that speaks OSB.
