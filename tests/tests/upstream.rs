@@ -235,7 +235,10 @@ async fn two_tenants_with_the_same_instance_id_are_two_upstream_instances() {
 #[tokio::test]
 async fn a_proxy_killed_mid_provision_completes_it_after_restart_with_one_upstream_instance() {
     bounded(async {
-        let (mut proxy, upstream) = proxy_and_upstream().await;
+        let (mut proxy, mut upstream) = proxy_and_upstream().await;
+        // Killed before the upstream could be reached (it is down): after both restart, the provision is
+        // sent and completes.
+        upstream.kill();
         let c = proxy.client("cf1");
         c.put(
             &format!("{}?accepts_incomplete=true", instance_path("crash-1")),
@@ -244,6 +247,7 @@ async fn a_proxy_killed_mid_provision_completes_it_after_restart_with_one_upstre
         .await
         .expect(202);
         proxy.kill();
+        upstream.restart().await;
         proxy.restart().await;
         let c = proxy.client("cf1");
         let done = c.poll_until_final(&instance_last_op_path("crash-1")).await;
@@ -252,6 +256,32 @@ async fn a_proxy_killed_mid_provision_completes_it_after_restart_with_one_upstre
             inventory(&upstream),
             (1, 0),
             "exactly one upstream instance"
+        );
+        // Killed after the upstream finished but (most likely) before the proxy's poll saw it: the
+        // restarted proxy re-sends or polls the same upstream instance.
+        c.put(
+            &format!("{}?accepts_incomplete=true", instance_path("crash-2")),
+            &provision(STANDARD),
+        )
+        .await
+        .expect(202);
+        let started = std::time::Instant::now();
+        while inventory(&upstream).0 < 2 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the upstream never provisioned"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        proxy.kill();
+        proxy.restart().await;
+        let c = proxy.client("cf1");
+        let done = c.poll_until_final(&instance_last_op_path("crash-2")).await;
+        assert_eq!(done.state(), "succeeded", "{}", done.text);
+        assert_eq!(
+            inventory(&upstream),
+            (2, 0),
+            "still exactly one upstream instance each"
         );
     })
     .await;
