@@ -36,9 +36,33 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
 
-const SERVICE_ID: &str = "6d3a9a9e-6c2f-4c55-9d0e-3b1f2f6c1a01";
-const PLAN_SMALL: &str = "0a7f4a34-5b0b-4b8e-8d4e-1f0d3c9a2b11";
-const PLAN_STANDARD: &str = "1b8e5b45-6c1c-4c9f-9e5f-2a1e4d0b3c22";
+const DEMO_SERVICE_ID: &str = "6d3a9a9e-6c2f-4c55-9d0e-3b1f2f6c1a01";
+const DEMO_PLAN_SMALL: &str = "0a7f4a34-5b0b-4b8e-8d4e-1f0d3c9a2b11";
+const DEMO_PLAN_STANDARD: &str = "1b8e5b45-6c1c-4c9f-9e5f-2a1e4d0b3c22";
+
+/// The ids requests use: the demo catalog's, or, with `--via-upstream NAME`, the ids a broker fronting a
+/// demo-catalog broker as upstream `NAME` gives them (`backends::upstream::ids`).
+static IDS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+
+fn ids() -> &'static [String; 3] {
+    IDS.get_or_init(|| {
+        [
+            DEMO_SERVICE_ID.to_owned(),
+            DEMO_PLAN_SMALL.to_owned(),
+            DEMO_PLAN_STANDARD.to_owned(),
+        ]
+    })
+}
+
+fn service_id() -> &'static str {
+    &ids()[0]
+}
+fn plan_small() -> &'static str {
+    &ids()[1]
+}
+fn plan_standard() -> &'static str {
+    &ids()[2]
+}
 const API_VERSION: &str = "2.17";
 /// No single request may take longer than this; a hung broker ends as timeouts, not as a hung bench.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +97,8 @@ options:
   --synchronous MODE    SQLite durability of the started broker: normal (default) or full
   --url URL             use the broker already running at URL (http://127.0.0.1:PORT) instead
   --user U --password P its tenant credentials (or OSB_BENCH_USER / OSB_BENCH_PASSWORD)
+  --via-upstream NAME   the --url broker fronts a demo-catalog broker as [upstream_brokers.NAME]: use the
+                        ids it imported the demo plans under (scripts/bench-proxy.sh)
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +157,7 @@ struct Args {
     url: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    via_upstream: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -150,6 +177,7 @@ fn parse_args() -> anyhow::Result<Args> {
         url: None,
         user: std::env::var("OSB_BENCH_USER").ok(),
         password: std::env::var("OSB_BENCH_PASSWORD").ok(),
+        via_upstream: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -186,6 +214,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--url" => a.url = Some(value("--url")?),
             "--user" => a.user = Some(value("--user")?),
             "--password" => a.password = Some(value("--password")?),
+            "--via-upstream" => a.via_upstream = Some(value("--via-upstream")?),
             "--help" | "-h" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -684,7 +713,7 @@ fn markdown(outcomes: &[Outcome]) -> String {
 
 fn provision_body(plan: &str, parameters: Option<Value>) -> Bytes {
     let mut body = json!({
-        "service_id": SERVICE_ID,
+        "service_id": service_id(),
         "plan_id": plan,
         "organization_guid": "bench-org",
         "space_guid": "bench-space",
@@ -699,8 +728,8 @@ fn provision_body(plan: &str, parameters: Option<Value>) -> Bytes {
 fn bind_body() -> Bytes {
     Bytes::from(
         json!({
-            "service_id": SERVICE_ID,
-            "plan_id": PLAN_SMALL,
+            "service_id": service_id(),
+            "plan_id": plan_small(),
             "bind_resource": {"app_guid": "bench-app"},
         })
         .to_string(),
@@ -712,7 +741,7 @@ fn instance_path(id: &str) -> String {
 }
 
 fn delete_query(plan: &str) -> String {
-    format!("service_id={SERVICE_ID}&plan_id={plan}")
+    format!("service_id={}&plan_id={plan}", service_id())
 }
 
 /// A short random tag so ids of two runs against the same broker never collide.
@@ -798,7 +827,7 @@ async fn closed_worker(
                         "provision",
                         Method::PUT,
                         &path,
-                        Some(provision_body(PLAN_SMALL, None)),
+                        Some(provision_body(plan_small(), None)),
                         StatusCode::CREATED,
                         record,
                     )
@@ -827,7 +856,7 @@ async fn closed_worker(
                                 &mut rec,
                                 "unbind",
                                 Method::DELETE,
-                                &format!("{bpath}?{}", delete_query(PLAN_SMALL)),
+                                &format!("{bpath}?{}", delete_query(plan_small())),
                                 None,
                                 StatusCode::OK,
                                 record,
@@ -842,7 +871,7 @@ async fn closed_worker(
                         &mut rec,
                         "deprovision",
                         Method::DELETE,
-                        &format!("{path}?{}", delete_query(PLAN_SMALL)),
+                        &format!("{path}?{}", delete_query(plan_small())),
                         None,
                         StatusCode::OK,
                         record,
@@ -919,7 +948,7 @@ async fn async_instance(ctx: &Arc<Ctx>, rec: &mut Rec) -> anyhow::Result<String>
             "provision_async",
             Method::PUT,
             &path,
-            Some(provision_body(PLAN_STANDARD, None)),
+            Some(provision_body(plan_standard(), None)),
             StatusCode::ACCEPTED,
             false,
         )
@@ -931,7 +960,7 @@ async fn async_instance(ctx: &Arc<Ctx>, rec: &mut Rec) -> anyhow::Result<String>
         );
     }
     if let Ok(mut l) = ctx.leftovers.lock() {
-        l.push((id.clone(), PLAN_STANDARD));
+        l.push((id.clone(), plan_standard()));
     }
     Ok(id)
 }
@@ -1043,7 +1072,7 @@ async fn one_async(ctx: Arc<Ctx>, sem: Arc<Semaphore>, n: usize) -> (Rec, Option
             "provision_async",
             Method::PUT,
             &format!("{path}?accepts_incomplete=true"),
-            Some(provision_body(PLAN_STANDARD, Some(params))),
+            Some(provision_body(plan_standard(), Some(params))),
             StatusCode::ACCEPTED,
             true,
         )
@@ -1052,7 +1081,7 @@ async fn one_async(ctx: Arc<Ctx>, sem: Arc<Semaphore>, n: usize) -> (Rec, Option
         return (rec, None);
     }
     if let Ok(mut l) = ctx.leftovers.lock() {
-        l.push((id.clone(), PLAN_STANDARD));
+        l.push((id.clone(), plan_standard()));
     }
     let poll_path = format!("{path}/last_operation");
     let deadline = t0 + ASYNC_TIMEOUT;
@@ -1439,6 +1468,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(name) = &args.via_upstream {
+        use osb_broker::backends::upstream::ids as up;
+        let _ = IDS.set([
+            up::service_id(name, DEMO_SERVICE_ID),
+            up::plan_id(name, DEMO_SERVICE_ID, DEMO_PLAN_SMALL),
+            up::plan_id(name, DEMO_SERVICE_ID, DEMO_PLAN_STANDARD),
+        ]);
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = args.threads {

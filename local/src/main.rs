@@ -102,6 +102,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(rotate) = rotate {
         return reencrypt(&cfg, rotate).await;
     }
+    let failed = osb_broker::embedded::refresh_upstream_catalogs(&cfg).await?;
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "some upstream brokers did not give their catalog; their last good catalogs are served"
+        );
+    }
     let embedded = osb_broker::embedded::build_default(&cfg)?;
     let resumed = embedded.broker.resume_unfinished().await?;
     if resumed.redriven + resumed.failed > 0 {
@@ -125,6 +132,24 @@ async fn main() -> anyhow::Result<()> {
         cfg.workers,
         Duration::from_secs(60),
     ));
+    if !cfg.upstream_brokers.is_empty() && cfg.upstream_catalog_refresh_seconds > 0 {
+        let (broker, cfg) = (embedded.broker.clone(), cfg.clone());
+        tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval(Duration::from_secs(cfg.upstream_catalog_refresh_seconds));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match osb_broker::embedded::refresh_catalog(&cfg, &broker.catalog).await {
+                    Ok(true) => tracing::info!("upstream catalogs changed: new catalog served"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "upstream catalog refresh failed; the current catalog stays")
+                    }
+                }
+            }
+        });
+    }
     let sweeper = embedded.broker.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));

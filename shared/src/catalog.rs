@@ -3,6 +3,7 @@
 
 use crate::backends::postgresql::PostgresPlan;
 use crate::backends::simulated::SimulatedPlan;
+use crate::backends::upstream::UpstreamPlan;
 use crate::model::{MaintenanceInfo, Object};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -76,6 +77,8 @@ pub enum BackendConfig {
     Simulated(SimulatedPlan),
     /// A database per instance on a named PostgreSQL server (`[postgresql_servers.NAME]`).
     Postgresql(PostgresPlan),
+    /// A plan imported from an upstream OSB broker (`[upstream_brokers.NAME]`); jobs are forwarded to it.
+    Upstream(UpstreamPlan),
 }
 
 impl BackendConfig {
@@ -84,6 +87,8 @@ impl BackendConfig {
         match self {
             BackendConfig::Simulated(s) => s.requires_app,
             BackendConfig::Postgresql(p) => p.requires_app,
+            // The upstream broker decides (and answers 422 RequiresApp itself).
+            BackendConfig::Upstream(_) => false,
         }
     }
 
@@ -91,13 +96,25 @@ impl BackendConfig {
     pub fn postgresql_server(&self) -> Option<&str> {
         match self {
             BackendConfig::Postgresql(p) => Some(&p.server),
-            BackendConfig::Simulated(_) => None,
+            BackendConfig::Simulated(_) | BackendConfig::Upstream(_) => None,
+        }
+    }
+
+    /// The upstream broker the plan is forwarded to, if any.
+    pub fn upstream_broker(&self) -> Option<&str> {
+        match self {
+            BackendConfig::Upstream(u) => Some(&u.broker),
+            _ => None,
         }
     }
 
     /// Which backend serves the plan (a plan change must stay on it).
-    fn home(&self) -> Option<&str> {
-        self.postgresql_server()
+    fn home(&self) -> Option<(&'static str, &str)> {
+        match self {
+            BackendConfig::Simulated(_) => None,
+            BackendConfig::Postgresql(p) => Some(("postgresql", &p.server)),
+            BackendConfig::Upstream(u) => Some(("upstream", &u.broker)),
+        }
     }
 }
 
@@ -192,8 +209,17 @@ impl PlanRef<'_> {
     }
 }
 
-/// A validated catalog.
+/// A validated catalog. It can be replaced while the broker runs ([`Catalog::replace`], the upstream
+/// brokers' catalogs refreshed): every reader sees one whole version. A version is never freed once
+/// published, so what a reader borrowed stays valid without a guard; a new version is published only
+/// when the catalog changed (an upstream changed its offerings), so this costs one catalog's memory per
+/// change, not per refresh.
 pub struct Catalog {
+    current: std::sync::RwLock<&'static CatalogVersion>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+struct CatalogVersion {
     config: CatalogConfig,
     plans: HashMap<String, (usize, usize)>,
     services: HashMap<String, usize>,
@@ -202,9 +228,10 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.now();
         f.debug_struct("Catalog")
-            .field("services", &self.config.services.len())
-            .field("plans", &self.plans.len())
+            .field("services", &v.config.services.len())
+            .field("plans", &v.plans.len())
             .finish()
     }
 }
@@ -223,6 +250,25 @@ impl Catalog {
         if config.services.is_empty() {
             return Err(CatalogError::Empty);
         }
+        Catalog::new_possibly_empty(config)
+    }
+
+    /// [`Catalog::new`] accepting no services (a broker whose offerings all come from upstream brokers
+    /// that have not answered yet).
+    pub fn new_possibly_empty(config: CatalogConfig) -> Result<Self, CatalogError> {
+        let version: &'static CatalogVersion = Box::leak(Box::new(Catalog::build(config)?));
+        Ok(Catalog {
+            current: std::sync::RwLock::new(version),
+            version: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// Validates `config` as [`Catalog::new_possibly_empty`] does, keeping nothing.
+    pub fn check(config: CatalogConfig) -> Result<(), CatalogError> {
+        Catalog::build(config).map(drop)
+    }
+
+    fn build(config: CatalogConfig) -> Result<CatalogVersion, CatalogError> {
         let mut services = HashMap::new();
         let mut names = HashSet::new();
         let mut plans = HashMap::new();
@@ -264,7 +310,7 @@ impl Catalog {
             {
                 return Err(CatalogError::InvalidService {
                     service: s.id.clone(),
-                    reason: "plans that can be changed into each other must use the same backend (and postgresql server)".into(),
+                    reason: "plans that can be changed into each other must use the same backend (and postgresql server or upstream broker)".into(),
                 });
             }
             let mut plan_names = HashSet::new();
@@ -301,6 +347,7 @@ impl Catalog {
                 match &p.backend {
                     BackendConfig::Simulated(sim) => sim.validate().map_err(invalid)?,
                     BackendConfig::Postgresql(pg) => pg.validate().map_err(invalid)?,
+                    BackendConfig::Upstream(u) => u.validate().map_err(invalid)?,
                 }
                 if let Some(schemas) = &p.schemas {
                     if !schemas.is_object() {
@@ -321,7 +368,7 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog {
+        Ok(CatalogVersion {
             config,
             plans,
             services,
@@ -329,20 +376,44 @@ impl Catalog {
         })
     }
 
+    fn now(&self) -> &'static CatalogVersion {
+        *self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `next`'s content as this catalog's (readers see the old or the new version, never a mix
+    /// within one call). Returns the new version number.
+    pub fn replace(&self, next: Catalog) -> u64 {
+        let v = next.now();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = v;
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .saturating_add(1)
+    }
+
+    /// Grows by one at each [`Catalog::replace`] (caches of the served catalog compare it).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The configuration of the current version.
+    pub fn config(&self) -> &CatalogConfig {
+        &self.now().config
+    }
+
     pub fn services(&self) -> &[ServiceOffering] {
-        &self.config.services
+        &self.now().config.services
     }
 
     pub fn service(&self, service_id: &str) -> Option<&ServiceOffering> {
-        self.services
-            .get(service_id)
-            .map(|&i| &self.config.services[i])
+        let v = self.now();
+        v.services.get(service_id).map(|&i| &v.config.services[i])
     }
 
     /// Looks a plan up by id, whatever its offering.
     pub fn plan_by_id(&self, plan_id: &str) -> Option<PlanRef<'_>> {
-        self.plans.get(plan_id).map(|&(si, pi)| {
-            let service = &self.config.services[si];
+        let v = self.now();
+        v.plans.get(plan_id).map(|&(si, pi)| {
+            let service = &v.config.services[si];
             PlanRef {
                 service,
                 plan: &service.plans[pi],
@@ -358,7 +429,7 @@ impl Catalog {
         kind: SchemaKind,
         parameters: &serde_json::Value,
     ) -> Result<(), Vec<String>> {
-        let Some(v) = self.validators.get(&(plan_id.to_owned(), kind)) else {
+        let Some(v) = self.now().validators.get(&(plan_id.to_owned(), kind)) else {
             return Ok(());
         };
         let errors: Vec<String> = v
@@ -412,6 +483,24 @@ mod tests {
     fn the_demo_catalog_is_valid() {
         let c = crate::config::demo_catalog().expect("demo catalog is valid");
         assert!(c.services().iter().any(|s| s.metadata.as_ref().and_then(|m| m.get("shareable")) == Some(&json!(true))));
+    }
+
+    #[test]
+    fn a_replaced_catalog_is_seen_whole_and_what_was_borrowed_stays_valid() {
+        let one = |name: &str| json!({"services": [{"id": "s", "name": name, "description": "d", "bindable": true, "plans": [plan("p", "x")]}]});
+        let c = catalog(one("first")).expect("valid");
+        let old = c.service("s").expect("there");
+        assert_eq!(c.version(), 1);
+        assert_eq!(c.replace(catalog(one("second")).expect("valid")), 2);
+        assert_eq!(c.version(), 2);
+        assert_eq!(c.service("s").expect("there").name, "second");
+        assert_eq!(
+            old.name, "first",
+            "a reader of the old version is unaffected"
+        );
+        assert!(Catalog::check(serde_json::from_value(one("ok")).expect("parses")).is_ok());
+        assert!(Catalog::check(CatalogConfig { services: vec![] }).is_ok());
+        assert!(Catalog::new(CatalogConfig { services: vec![] }).is_err());
     }
 
     #[test]

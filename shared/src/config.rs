@@ -2,6 +2,8 @@
 //! address, data directory. See the README for the format.
 
 use crate::backends::postgresql::{ServerConfig as PostgresServerConfig, ServerConfigError};
+use crate::backends::upstream::import::ImportError;
+use crate::backends::upstream::{Upstream, UpstreamConfig, UpstreamConfigError};
 use crate::catalog::{Catalog, CatalogConfig, CatalogError};
 use crate::tenants::{Secret, TenantConfig};
 use rand::Rng;
@@ -71,6 +73,14 @@ pub struct BrokerConfig {
     /// Log lines as `text` (default) or `json` (one JSON object per line, as the Lambda functions log).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// `[upstream_brokers.NAME]`: existing OSB brokers whose catalogs are imported and whose plans'
+    /// jobs are forwarded to them.
+    #[serde(default)]
+    pub upstream_brokers: std::collections::BTreeMap<String, UpstreamConfig>,
+    /// How often the upstream brokers' catalogs are fetched again while the broker runs (0: only at
+    /// start-up).
+    #[serde(default = "default_upstream_refresh")]
+    pub upstream_catalog_refresh_seconds: u64,
 }
 
 /// How local mode writes its log lines.
@@ -122,6 +132,10 @@ fn default_admin_listen() -> String {
 }
 fn default_admin_username() -> String {
     "admin".into()
+}
+
+fn default_upstream_refresh() -> u64 {
+    300
 }
 
 /// The `[webhook_delivery]` section: the sender's timeouts and concurrency, and the retry schedule
@@ -193,6 +207,8 @@ impl Default for BrokerConfig {
             postgresql_servers: Default::default(),
             admin: AdminConfig::default(),
             log_format: LogFormat::default(),
+            upstream_brokers: Default::default(),
+            upstream_catalog_refresh_seconds: default_upstream_refresh(),
         }
     }
 }
@@ -212,6 +228,10 @@ pub enum ConfigError {
     Catalog(#[from] CatalogError),
     #[error("invalid configuration: {0}")]
     PostgresServer(#[from] ServerConfigError),
+    #[error("invalid configuration: {0}")]
+    Upstream(#[from] UpstreamConfigError),
+    #[error("catalog import: {0}")]
+    Import(#[from] ImportError),
     #[error("cannot keep the demo tenant's password in {path}: {source}")]
     DemoPassword {
         path: PathBuf,
@@ -251,17 +271,56 @@ impl BrokerConfig {
             for server in cfg.postgresql_servers.values_mut() {
                 server.resolve_paths(dir);
             }
+            for up in cfg.upstream_brokers.values_mut() {
+                up.resolve_paths(dir);
+            }
         }
         Ok(cfg)
     }
 
-    /// The validated catalog: inline, from `catalog_file`, or the demo catalog.
+    /// The validated catalog: inline, from `catalog_file`, or the demo catalog; with upstream brokers,
+    /// their offerings (last good catalogs in the data directory, see `backends::upstream::import`) are
+    /// merged in, and without a static catalog there is no demo catalog.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
-        match (&self.catalog, &self.catalog_file) {
-            (Some(_), Some(_)) => Err(ConfigError::TwoCatalogs),
-            (Some(c), None) => Ok(Catalog::new(c.clone())?),
-            (None, file) => load_catalog(file.as_deref()),
+        let (config, imports) = self.catalog_config()?;
+        Ok(if imports {
+            // Every upstream down on the very first start: an empty catalog until one answers.
+            Catalog::new_possibly_empty(config)?
+        } else {
+            Catalog::new(config)?
+        })
+    }
+
+    /// The catalog's configuration (not validated yet) and whether it imports upstream offerings.
+    pub fn catalog_config(&self) -> Result<(CatalogConfig, bool), ConfigError> {
+        let upstreams = self.upstream_brokers()?;
+        let mut config = match (&self.catalog, &self.catalog_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoCatalogs),
+            (Some(c), None) => c.clone(),
+            (None, Some(file)) => read_catalog_config(file)?,
+            (None, None) if upstreams.is_empty() => {
+                serde_json::from_str(DEMO_CATALOG).map_err(|e| ConfigError::Parse {
+                    path: PathBuf::from("<demo catalog>"),
+                    message: e.to_string(),
+                })?
+            }
+            (None, None) => CatalogConfig {
+                services: Vec::new(),
+            },
+        };
+        if upstreams.is_empty() {
+            return Ok((config, false));
         }
+        crate::backends::upstream::import::merge_cached(&mut config, &upstreams, &self.data_dir)?;
+        Ok((config, true))
+    }
+
+    /// The validated upstream brokers (password files read).
+    pub fn upstream_brokers(&self) -> Result<Vec<Upstream>, ConfigError> {
+        self.upstream_brokers
+            .iter()
+            .map(|(name, u)| u.validate(name).map_err(ConfigError::from))
+            .collect()
     }
 
     /// The configured tenants, or the demo tenant whose password is generated once and kept in the
@@ -336,6 +395,17 @@ impl BrokerConfig {
             .map(|(name, s)| s.validate(name).map_err(ConfigError::from))
             .collect()
     }
+}
+
+fn read_catalog_config(path: &Path) -> Result<CatalogConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// The catalog of a JSON file, or the demo catalog when no file is named; validated.

@@ -35,6 +35,8 @@ pub enum StartError {
     UnknownServer(#[from] crate::backends::UnknownServer),
     #[error("postgresql backend: {0}")]
     Postgres(crate::ports::BackendError),
+    #[error("upstream backend: {0}")]
+    Upstream(crate::ports::BackendError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
@@ -179,7 +181,16 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
             postgresql.insert(name, Arc::new(backend));
         }
     }
-    let backend = Dispatcher::new(catalog.clone(), simulated, postgresql)?;
+    // The upstream brokers: their offerings are in the catalog (last good imports, refreshed by the
+    // runner before `build`); each gets its OSB client.
+    let mut upstream: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+    for up in config.upstream_brokers()? {
+        let name = up.name.clone();
+        let backend = crate::backends::upstream::UpstreamBackend::new(catalog.clone(), up)
+            .map_err(StartError::Upstream)?;
+        upstream.insert(name, Arc::new(backend));
+    }
+    let backend = Dispatcher::new(catalog.clone(), simulated, postgresql, upstream)?;
     let broker = Arc::new(Broker {
         catalog: catalog.clone(),
         store: Arc::new(store),
@@ -230,4 +241,38 @@ pub fn build(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Embedded, S
 /// `build` with the system clock.
 pub fn build_default(config: &BrokerConfig) -> Result<Embedded, StartError> {
     build(config, Arc::new(SystemClock))
+}
+
+/// Fetches the upstream brokers' catalogs into the data directory (their last good catalogs, read by
+/// [`build`]); an upstream that does not answer keeps the catalog it had. Returns how many failed.
+pub async fn refresh_upstream_catalogs(config: &BrokerConfig) -> Result<usize, StartError> {
+    let upstreams = config.upstream_brokers()?;
+    if upstreams.is_empty() {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    Ok(
+        crate::backends::upstream::import::refresh_cache(&upstreams, &config.data_dir)
+            .await
+            .len(),
+    )
+}
+
+/// Fetches the upstream brokers' catalogs again and, when that changed the catalog, publishes the new one
+/// (`Catalog::replace`; plans that vanished upstream are kept, their instances still need them). `true`
+/// when the catalog changed.
+pub async fn refresh_catalog(
+    config: &BrokerConfig,
+    catalog: &crate::catalog::Catalog,
+) -> Result<bool, StartError> {
+    refresh_upstream_catalogs(config).await?;
+    let (mut next, _) = config.catalog_config()?;
+    crate::backends::upstream::import::keep_vanished_plans(&mut next, catalog.config());
+    if serde_json::to_value(&next).ok() == serde_json::to_value(catalog.config()).ok() {
+        return Ok(false);
+    }
+    let next = crate::catalog::Catalog::new_possibly_empty(next).map_err(ConfigError::from)?;
+    catalog.replace(next);
+    Ok(true)
 }

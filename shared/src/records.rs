@@ -242,6 +242,12 @@ pub struct Operation {
     /// re-drives the undo until it does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compensation_pending: bool,
+    /// The request's `context`, for backends that forward it (an upstream broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Object>,
+    /// A bind's `bind_resource`, for backends that forward it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_resource: Option<Object>,
 }
 
 impl Operation {
@@ -278,6 +284,8 @@ impl Operation {
             backend_target: None,
             after: Vec::new(),
             compensation_pending: false,
+            context: job.context.clone(),
+            bind_resource: job.bind_resource.clone(),
         }
     }
 
@@ -308,6 +316,10 @@ impl Operation {
             plan_id: self.plan_id.clone(),
             parameters: self.parameters.clone(),
             started_at: self.created_at,
+            context: self.context.clone(),
+            originating_identity: self.originating_identity.clone(),
+            accepts_incomplete: self.asynchronous,
+            bind_resource: self.bind_resource.clone(),
         }
     }
 

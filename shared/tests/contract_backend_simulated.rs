@@ -31,6 +31,10 @@ fn job(kind: OperationKind, op: &str, plan: &str, params: serde_json::Value) -> 
         plan_id: plan.into(),
         parameters: params.as_object().cloned(),
         started_at: 1_800_000_000_000,
+        context: None,
+        originating_identity: None,
+        accepts_incomplete: false,
+        bind_resource: None,
     }
 }
 

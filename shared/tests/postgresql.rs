@@ -632,6 +632,10 @@ fn backend_job(kind: OperationKind, op: &str, instance: &str) -> BackendJob {
         plan_id: PG_PLAN.into(),
         parameters: json!({"extensions": ["citext"]}).as_object().cloned(),
         started_at: 1_800_000_000_000,
+        context: None,
+        originating_identity: None,
+        accepts_incomplete: false,
+        bind_resource: None,
     }
 }
 

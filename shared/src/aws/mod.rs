@@ -128,6 +128,8 @@ pub async fn with_postgres(
         b.catalog.clone(),
         simulated(cfg, &b.catalog, &clock),
         servers,
+        // Upstream brokers are not wired on AWS yet (issue 11: credentials from Secrets Manager).
+        Default::default(),
     )?);
     Ok(Arc::new(b))
 }

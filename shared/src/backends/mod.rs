@@ -1,8 +1,9 @@
-//! Backends that really do the work behind a plan: the simulated backend and the PostgreSQL backend
-//! (one per named server), and the [`Dispatcher`] the broker holds, which routes each job by its plan.
+//! Backends that really do the work behind a plan: the simulated backend, the PostgreSQL backend
+//! (one per named server), the upstream backend (one per upstream OSB broker), and the [`Dispatcher`] the broker holds, which routes each job by its plan.
 
 pub mod postgresql;
 pub mod simulated;
+pub mod upstream;
 
 use crate::catalog::{BackendConfig, Catalog};
 use crate::ports::backend::{BackendRejection, BackendResult};
@@ -17,33 +18,47 @@ pub struct Dispatcher {
     catalog: Arc<Catalog>,
     simulated: Arc<dyn Backend>,
     postgresql: BTreeMap<String, Arc<dyn Backend>>,
+    upstream: BTreeMap<String, Arc<dyn Backend>>,
 }
 
-/// A plan names a PostgreSQL server the configuration does not have.
+/// A plan names a PostgreSQL server or an upstream broker the configuration does not have.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error(
-    "plan '{plan}': backend.server '{server}' is not a configured postgresql server (add [postgresql_servers.{server}])"
-)]
-pub struct UnknownServer {
-    pub plan: String,
-    pub server: String,
+pub enum UnknownServer {
+    #[error(
+        "plan '{plan}': backend.server '{server}' is not a configured postgresql server (add [postgresql_servers.{server}])"
+    )]
+    Postgresql { plan: String, server: String },
+    #[error(
+        "plan '{plan}': backend.broker '{broker}' is not a configured upstream broker (add [upstream_brokers.{broker}])"
+    )]
+    Upstream { plan: String, broker: String },
 }
 
 impl Dispatcher {
-    /// Checks that every PostgreSQL plan of the catalog names one of `postgresql`'s servers.
+    /// Checks that every PostgreSQL plan of the catalog names one of `postgresql`'s servers, and every
+    /// upstream plan one of `upstream`'s brokers.
     pub fn new(
         catalog: Arc<Catalog>,
         simulated: Arc<dyn Backend>,
         postgresql: BTreeMap<String, Arc<dyn Backend>>,
+        upstream: BTreeMap<String, Arc<dyn Backend>>,
     ) -> Result<Self, UnknownServer> {
         for s in catalog.services() {
             for p in &s.plans {
                 if let Some(server) = p.backend.postgresql_server()
                     && !postgresql.contains_key(server)
                 {
-                    return Err(UnknownServer {
+                    return Err(UnknownServer::Postgresql {
                         plan: p.id.clone(),
                         server: server.to_owned(),
+                    });
+                }
+                if let Some(broker) = p.backend.upstream_broker()
+                    && !upstream.contains_key(broker)
+                {
+                    return Err(UnknownServer::Upstream {
+                        plan: p.id.clone(),
+                        broker: broker.to_owned(),
                     });
                 }
             }
@@ -52,22 +67,23 @@ impl Dispatcher {
             catalog,
             simulated,
             postgresql,
+            upstream,
         })
     }
 
     /// The backend of the job's plan and its name (a metrics label).
     fn route(&self, job: &BackendJob) -> (&'static str, &Arc<dyn Backend>) {
-        let server = self
+        let routed = self
             .catalog
             .plan_by_id(&job.plan_id)
             .and_then(|p| match &p.plan.backend {
-                BackendConfig::Postgresql(pg) => Some(pg.server.as_str()),
+                BackendConfig::Postgresql(pg) => {
+                    self.postgresql.get(&pg.server).map(|b| ("postgresql", b))
+                }
+                BackendConfig::Upstream(u) => self.upstream.get(&u.broker).map(|b| ("upstream", b)),
                 BackendConfig::Simulated(_) => None,
             });
-        match server.and_then(|s| self.postgresql.get(s)) {
-            Some(b) => ("postgresql", b),
-            None => ("simulated", &self.simulated),
-        }
+        routed.unwrap_or(("simulated", &self.simulated))
     }
 }
 

@@ -178,7 +178,7 @@ impl Broker {
                 generation: instance.generation,
                 binding: Some((id, generation)),
             };
-            let job = self.job(
+            let mut job = self.job(
                 OperationKind::Bind,
                 &op_id,
                 &target,
@@ -187,6 +187,18 @@ impl Broker {
                 req.parameters.clone(),
                 now,
             );
+            job.context = req.context.clone();
+            job.bind_resource = match (req.bind_resource.clone(), req.app_guid()) {
+                (Some(mut r), Some(app)) => {
+                    r.insert("app_guid".into(), app.into());
+                    Some(r)
+                }
+                (r, None) => r,
+                (None, Some(app)) => Some(serde_json::Map::from_iter([(
+                    "app_guid".into(),
+                    app.into(),
+                )])),
+            };
             let estimate = self.plan_job(&job, accepts_incomplete)?;
             let binding = Binding {
                 tenant: tenant.name.clone(),

@@ -131,7 +131,7 @@ impl Broker {
                     generation,
                     binding: None,
                 };
-                let job = self.job(
+                let mut job = self.job(
                     OperationKind::Provision,
                     &op_id,
                     &target,
@@ -140,6 +140,7 @@ impl Broker {
                     req.parameters.clone(),
                     now,
                 );
+                job.context = req.context.clone();
                 let estimate = self.plan_job(&job, accepts_incomplete)?;
                 let mut instance = Instance {
                     tenant: tenant.name.clone(),
@@ -280,7 +281,7 @@ impl Broker {
                 generation: cur.generation,
                 binding: None,
             };
-            let job = self.job(
+            let mut job = self.job(
                 OperationKind::Update,
                 &op_id,
                 &target,
@@ -289,6 +290,7 @@ impl Broker {
                 req.parameters.clone(),
                 now,
             );
+            job.context = req.context.clone();
             let estimate = self.plan_job(&job, accepts_incomplete)?;
             let mut op = Operation::start(&job, estimate.is_some(), meta);
             op.change = Some(change);

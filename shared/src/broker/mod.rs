@@ -200,9 +200,11 @@ impl Broker {
     /// Asks the backend whether the job finishes at once (`None`) or asynchronously (`Some(seconds)`),
     /// and refuses an async job when the platform does not accept incomplete answers.
     fn plan_job(&self, job: &BackendJob, accepts_incomplete: bool) -> Result<Option<u64>> {
+        let mut job = job.clone();
+        job.accepts_incomplete = accepts_incomplete;
         let estimate = self
             .backend
-            .plan_job(job)
+            .plan_job(&job)
             .map_err(|e| BrokerError::BadRequest(e.0))?;
         if estimate.is_some() && !accepts_incomplete {
             return Err(BrokerError::AsyncRequired(format!(
@@ -269,6 +271,10 @@ impl Broker {
             plan_id: plan_id.to_owned(),
             parameters,
             started_at,
+            context: None,
+            originating_identity: None,
+            accepts_incomplete: false,
+            bind_resource: None,
         }
     }
 

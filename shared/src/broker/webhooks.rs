@@ -475,6 +475,10 @@ mod tests {
             plan_id: "p".into(),
             parameters: None,
             started_at: 1,
+            context: None,
+            originating_identity: None,
+            accepts_incomplete: false,
+            bind_resource: None,
         };
         let meta = RequestMeta {
             webhook: Some(WebhookRegistration {

@@ -77,7 +77,10 @@ impl Broker {
                     op.kind.as_str()
                 ))
             } else {
-                let job = op.job();
+                let mut job = op.job();
+                // The worker holds no platform request: a backend may always answer in progress (an
+                // upstream broker is then polled by later steps, not waited for here).
+                job.accepts_incomplete = true;
                 match &op.backend_handle {
                     None => self.backend.start(&job).await,
                     Some(h) => self.backend.poll(&job, h).await,

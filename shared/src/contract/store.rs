@@ -70,6 +70,10 @@ pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
         plan_id: "plan".into(),
         parameters: None,
         started_at: 1,
+        context: None,
+        originating_identity: None,
+        accepts_incomplete: false,
+        bind_resource: None,
     };
     Operation::start(&job, true, &RequestMeta::default())
 }

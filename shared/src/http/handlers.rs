@@ -51,11 +51,7 @@ fn last_operation(lo: LastOperation) -> Response {
 }
 
 pub async fn catalog(State(state): State<AppState>, AuthTenant(tenant): AuthTenant) -> Response {
-    let body = state
-        .catalogs
-        .get(&tenant.name)
-        .cloned()
-        .unwrap_or_default();
+    let body = state.catalog_of(&tenant.name);
     (
         [(
             header::CONTENT_TYPE,

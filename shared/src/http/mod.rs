@@ -22,38 +22,65 @@ pub use error::ApiError;
 /// Default limit on request bodies.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// Each tenant's serialized catalog, with the catalog version it was made of.
+type TenantCatalogs = (u64, Arc<HashMap<String, Bytes>>);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub tenants: Arc<Tenants>,
-    /// The catalog as each tenant sees it, serialized once.
-    catalogs: Arc<HashMap<String, Bytes>>,
+    /// The catalog as each tenant sees it, serialized once per catalog version.
+    catalogs: Arc<std::sync::RwLock<TenantCatalogs>>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
 }
 
 impl AppState {
     pub fn new(broker: Arc<Broker>, tenants: Arc<Tenants>, body_limit: usize) -> Self {
-        let mut catalogs = HashMap::new();
-        for t in tenants.iter() {
-            let services = broker
-                .catalog
-                .services()
-                .iter()
-                .filter(|s| t.can_use(&s.id))
-                .cloned()
-                .collect();
-            let json = serde_json::to_vec(&CatalogConfig { services }).unwrap_or_default();
-            catalogs.insert(t.name.clone(), Bytes::from(json));
-        }
+        let version = broker.catalog.version();
+        let catalogs = serialize_catalogs(&broker, &tenants);
         AppState {
             broker,
             tenants,
-            catalogs: Arc::new(catalogs),
+            catalogs: Arc::new(std::sync::RwLock::new((version, Arc::new(catalogs)))),
             body_limit,
         }
     }
+
+    /// The serialized catalog a tenant sees, rebuilt once after the catalog was replaced.
+    pub fn catalog_of(&self, tenant: &str) -> Bytes {
+        let version = self.broker.catalog.version();
+        let cached = {
+            let c = self.catalogs.read().unwrap_or_else(|e| e.into_inner());
+            (c.0 == version).then(|| c.1.clone())
+        };
+        let map = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(serialize_catalogs(&self.broker, &self.tenants));
+                *self.catalogs.write().unwrap_or_else(|e| e.into_inner()) = (version, m.clone());
+                m
+            }
+        };
+        map.get(tenant).cloned().unwrap_or_default()
+    }
+}
+
+fn serialize_catalogs(broker: &Broker, tenants: &Tenants) -> HashMap<String, Bytes> {
+    let mut catalogs = HashMap::new();
+    for t in tenants.iter() {
+        let services = broker
+            .catalog
+            .services()
+            .iter()
+            .filter(|s| t.can_use(&s.id))
+            .cloned()
+            .collect();
+        let json = serde_json::to_vec(&CatalogConfig { services }).unwrap_or_default();
+        catalogs.insert(t.name.clone(), Bytes::from(json));
+    }
+    catalogs
 }
 
 /// Builds the OSB router.

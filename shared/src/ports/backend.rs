@@ -29,6 +29,7 @@
 //!   later with the same operation id.
 //! - **Nothing secret in errors.** Neither `Failed` descriptions nor errors carry credentials.
 
+use crate::identity::OriginatingIdentity;
 use crate::ids::{BindingId, InstanceId, OperationId};
 use crate::model::Object;
 use crate::model::responses::BindingResult;
@@ -57,6 +58,18 @@ pub struct BackendJob {
     pub parameters: Option<Object>,
     /// When the operation was accepted, unix milliseconds.
     pub started_at: i64,
+    /// The request's `context` (provision, update, bind), forwarded by a backend that speaks OSB.
+    pub context: Option<Object>,
+    /// Who asked (`X-Broker-API-Originating-Identity`), forwarded by a backend that speaks OSB.
+    pub originating_identity: Option<OriginatingIdentity>,
+    /// Whether the platform accepts an asynchronous answer (`accepts_incomplete=true`; for a job read back
+    /// from its operation: whether the broker answered 202; always true in the worker, which holds no
+    /// platform request). A backend may finish synchronously when it is false and go asynchronous when it
+    /// is true (`plan_job`).
+    pub accepts_incomplete: bool,
+    /// A bind's `bind_resource` (with the deprecated top-level `app_guid` folded in as `app_guid`),
+    /// forwarded by a backend that speaks OSB.
+    pub bind_resource: Option<Object>,
 }
 
 impl BackendJob {
