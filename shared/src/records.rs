@@ -248,6 +248,9 @@ pub struct Operation {
     /// A bind's `bind_resource`, for backends that forward it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_resource: Option<Object>,
+    /// A provision's top-level `organization_guid` / `space_guid`, for backends that forward them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_guids: Option<(Option<String>, Option<String>)>,
 }
 
 impl Operation {
@@ -286,6 +289,8 @@ impl Operation {
             compensation_pending: false,
             context: job.context.clone(),
             bind_resource: job.bind_resource.clone(),
+            platform_guids: (job.organization_guid.is_some() || job.space_guid.is_some())
+                .then(|| (job.organization_guid.clone(), job.space_guid.clone())),
         }
     }
 
@@ -320,6 +325,8 @@ impl Operation {
             originating_identity: self.originating_identity.clone(),
             accepts_incomplete: self.asynchronous,
             bind_resource: self.bind_resource.clone(),
+            organization_guid: self.platform_guids.as_ref().and_then(|g| g.0.clone()),
+            space_guid: self.platform_guids.as_ref().and_then(|g| g.1.clone()),
         }
     }
 

@@ -35,6 +35,8 @@ fn job(kind: OperationKind, op: &str, plan: &str, params: serde_json::Value) -> 
         originating_identity: None,
         accepts_incomplete: false,
         bind_resource: None,
+        organization_guid: None,
+        space_guid: None,
     }
 }
 

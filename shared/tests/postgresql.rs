@@ -636,6 +636,8 @@ fn backend_job(kind: OperationKind, op: &str, instance: &str) -> BackendJob {
         originating_identity: None,
         accepts_incomplete: false,
         bind_resource: None,
+        organization_guid: None,
+        space_guid: None,
     }
 }
 

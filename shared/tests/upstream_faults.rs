@@ -158,6 +158,8 @@ fn job(kind: OperationKind, accepts_incomplete: bool) -> BackendJob {
         originating_identity: None,
         accepts_incomplete,
         bind_resource: None,
+        organization_guid: None,
+        space_guid: None,
     }
 }
 
@@ -757,4 +759,31 @@ async fn a_bind_forwards_bind_resource_and_the_deprecated_app_guid() {
         .last()
         .unwrap();
     assert!(put.body.unwrap().get("bind_resource").is_none());
+}
+
+#[tokio::test]
+async fn a_provision_forwards_the_top_level_organization_and_space_guids_as_sent() {
+    let up = Upstream::start(|_, _| reply(201, json!({}))).await;
+    let b = backend_for(&up.url, "");
+    let mut j = job(OperationKind::Provision, true);
+    j.organization_guid = Some("org-top".into());
+    j.space_guid = Some("space-top".into());
+    start(&b, &j).await;
+    // Without them, a Cloud Foundry context's are used.
+    let mut k = job(OperationKind::Provision, true);
+    k.generation = 2;
+    k.context = json!({"platform": "cloudfoundry", "organization_guid": "org-ctx", "space_guid": "space-ctx"})
+        .as_object()
+        .cloned();
+    start(&b, &k).await;
+    let bodies: Vec<Value> = up
+        .seen()
+        .into_iter()
+        .filter(is_instance_put)
+        .map(|r| r.body.unwrap())
+        .collect();
+    assert_eq!(bodies[0]["organization_guid"], "org-top");
+    assert_eq!(bodies[0]["space_guid"], "space-top");
+    assert_eq!(bodies[1]["organization_guid"], "org-ctx");
+    assert_eq!(bodies[1]["space_guid"], "space-ctx");
 }

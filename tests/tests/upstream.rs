@@ -386,6 +386,8 @@ async fn identity_and_context_are_forwarded_on_mutations_and_an_upstream_500_is_
         let sent = put.3.as_ref().unwrap();
         assert_eq!(sent["context"], body["context"]);
         assert_eq!(sent["parameters"], json!({"size": 1}));
+        assert_eq!(sent["organization_guid"], "org-guid-e2e");
+        assert_eq!(sent["space_guid"], "space-guid-e2e");
         assert_eq!(sent["plan_id"], "ok");
         assert!(put.1.contains("accepts_incomplete=true"));
         assert!(

@@ -67,6 +67,8 @@ fn job(kind: OperationKind, op: &str, up_plan: &str, accepts_incomplete: bool) -
         originating_identity: None,
         accepts_incomplete,
         bind_resource: None,
+        organization_guid: None,
+        space_guid: None,
     }
 }
 

@@ -141,6 +141,8 @@ impl Broker {
                     now,
                 );
                 job.context = req.context.clone();
+                job.organization_guid = req.organization_guid.clone();
+                job.space_guid = req.space_guid.clone();
                 let estimate = self.plan_job(&job, accepts_incomplete)?;
                 let mut instance = Instance {
                     tenant: tenant.name.clone(),

@@ -275,6 +275,8 @@ impl Broker {
             originating_identity: None,
             accepts_incomplete: false,
             bind_resource: None,
+            organization_guid: None,
+            space_guid: None,
         }
     }
 

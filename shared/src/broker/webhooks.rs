@@ -479,6 +479,8 @@ mod tests {
             originating_identity: None,
             accepts_incomplete: false,
             bind_resource: None,
+            organization_guid: None,
+            space_guid: None,
         };
         let meta = RequestMeta {
             webhook: Some(WebhookRegistration {

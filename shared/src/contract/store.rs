@@ -74,6 +74,8 @@ pub fn operation(tenant: &str, instance_id: &str, id: &str) -> Operation {
         originating_identity: None,
         accepts_incomplete: false,
         bind_resource: None,
+        organization_guid: None,
+        space_guid: None,
     };
     Operation::start(&job, true, &RequestMeta::default())
 }

@@ -70,6 +70,10 @@ pub struct BackendJob {
     /// A bind's `bind_resource` (with the deprecated top-level `app_guid` folded in as `app_guid`),
     /// forwarded by a backend that speaks OSB.
     pub bind_resource: Option<Object>,
+    /// A provision's deprecated top-level `organization_guid` and `space_guid` (still required by the
+    /// spec), forwarded by a backend that speaks OSB.
+    pub organization_guid: Option<String>,
+    pub space_guid: Option<String>,
 }
 
 impl BackendJob {

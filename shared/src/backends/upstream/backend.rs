@@ -139,12 +139,21 @@ impl UpstreamBackend {
 
     fn body(&self, job: &BackendJob, plan: &UpstreamPlan) -> Value {
         let mut b = json!({"service_id": plan.service_id, "plan_id": plan.plan_id});
+        if job.kind == OperationKind::Provision {
+            // The deprecated top-level fields, still required by the spec: as the platform sent them,
+            // else from a Cloud Foundry context (below).
+            if let Some(o) = &job.organization_guid {
+                b["organization_guid"] = json!(o);
+            }
+            if let Some(s) = &job.space_guid {
+                b["space_guid"] = json!(s);
+            }
+        }
         if let Some(ctx) = &job.context {
             b["context"] = Value::Object(ctx.clone());
-            // The deprecated top-level fields, still required by the spec on provision.
             if job.kind == OperationKind::Provision {
                 for k in ["organization_guid", "space_guid"] {
-                    if let Some(v) = ctx.get(k) {
+                    if let (Some(v), None) = (ctx.get(k), b.get(k)) {
                         b[k] = v.clone();
                     }
                 }
