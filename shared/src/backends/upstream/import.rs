@@ -151,6 +151,48 @@ pub fn cache_path(data_dir: &Path, upstream: &str) -> PathBuf {
         .join(format!("{upstream}.json"))
 }
 
+/// Where every offering and plan an upstream ever listed is kept (its raw catalog shape): plans that
+/// vanished upstream stay routable across restarts, so their instances' deprovisions and unbinds still
+/// reach the upstream and no upstream resource is left that no plan leads to.
+pub fn known_path(data_dir: &Path, upstream: &str) -> PathBuf {
+    data_dir
+        .join("upstream-catalogs")
+        .join(format!("{upstream}.known.json"))
+}
+
+/// `known` with every offering and plan of `latest` added or updated (by id); nothing is ever removed.
+pub fn remember(known: &Value, latest: &Value) -> Value {
+    let mut services: Vec<Value> = known["services"].as_array().cloned().unwrap_or_default();
+    for s in latest["services"].as_array().into_iter().flatten() {
+        match services.iter_mut().find(|k| k["id"] == s["id"]) {
+            None => services.push(s.clone()),
+            Some(k) => {
+                let mut plans: Vec<Value> = k["plans"].as_array().cloned().unwrap_or_default();
+                for p in s["plans"].as_array().into_iter().flatten() {
+                    match plans.iter_mut().find(|q| q["id"] == p["id"]) {
+                        Some(q) => *q = p.clone(),
+                        None => plans.push(p.clone()),
+                    }
+                }
+                let mut updated = s.clone();
+                updated["plans"] = Value::Array(plans);
+                *k = updated;
+            }
+        }
+    }
+    serde_json::json!({ "services": services })
+}
+
+/// Writes `bytes` to `path` aside, then renames: a crash never leaves half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(feature = "upstream")]
 /// `GET /v2/catalog` of one upstream (no identity: not a user's request).
 pub async fn fetch(client: &OsbClient) -> Result<Value, ImportError> {
@@ -192,14 +234,19 @@ pub async fn refresh_cache(upstreams: &[Upstream], data_dir: &Path) -> Vec<Impor
                 path: path.clone(),
                 reason,
             };
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| cache_err(e.to_string()))?;
-            }
-            // Written aside, then renamed: a crash never leaves half a catalog.
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&raw).unwrap_or_default())
+            // What it ever listed first: a crash between the two writes loses no plan.
+            let known_file = known_path(data_dir, &up.name);
+            let known = std::fs::read(&known_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or(Value::Null);
+            write_atomically(
+                &known_file,
+                &serde_json::to_vec(&remember(&known, &raw)).unwrap_or_default(),
+            )
+            .map_err(|e| cache_err(e.to_string()))?;
+            write_atomically(&path, &serde_json::to_vec(&raw).unwrap_or_default())
                 .map_err(|e| cache_err(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| cache_err(e.to_string()))?;
             Ok::<(), ImportError>(())
         }
         .await;
@@ -236,7 +283,10 @@ pub fn merge_cached(
                 continue;
             }
         };
-        for s in translate(up, &raw)? {
+        let mut current = CatalogConfig {
+            services: translate(up, &raw)?,
+        };
+        for s in &current.services {
             if let Some(other) = names.get(&s.name) {
                 return Err(ImportError::NameCollision {
                     upstream: up.name.clone(),
@@ -245,15 +295,37 @@ pub fn merge_cached(
                 });
             }
             names.insert(s.name.clone(), format!("upstream broker '{}'", up.name));
-            config.services.push(s);
         }
+        // Plans this upstream listed before and no longer does: kept, so that their instances' jobs
+        // still reach it after a restart.
+        let known = std::fs::read(known_path(data_dir, &up.name))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|k| translate(up, &k).ok());
+        if let Some(services) = known {
+            let before: Vec<String> = current.services.iter().map(|s| s.name.clone()).collect();
+            keep_vanished_plans(&mut current, &CatalogConfig { services });
+            for s in &current.services {
+                if !before.contains(&s.name) && names.contains_key(&s.name) {
+                    // A vanished offering whose name another one took now: its plans cannot be served.
+                    continue;
+                }
+                names.insert(s.name.clone(), format!("upstream broker '{}'", up.name));
+            }
+            let mine = format!("upstream broker '{}'", up.name);
+            current.services.retain(|s| {
+                before.contains(&s.name) || names.get(&s.name).is_some_and(|n| *n == mine)
+            });
+        }
+        config.services.extend(current.services);
     }
     Ok(())
 }
 
 /// Keeps in `next` the upstream plans of `current` that the refreshed upstream catalogs no longer have
 /// (and their offerings, unless a new offering took the name): instances of them still exist, and their
-/// jobs (deprovision, unbind) must still reach their upstream. A restart drops them.
+/// jobs (deprovision, unbind) must still reach their upstream. After a restart `merge_cached` keeps them
+/// from the upstream's known plans (`known_path`).
 pub fn keep_vanished_plans(next: &mut CatalogConfig, current: &CatalogConfig) {
     for s in &current.services {
         let upstream_plans: Vec<&Plan> = s
@@ -367,6 +439,43 @@ mod tests {
         assert!(ids.contains(&ids::plan_id("up", "svc-1", "plan-1").as_str()));
         assert!(ids.contains(&ids::plan_id("up", "svc-2", "plan-2").as_str()));
         assert!(Catalog::check(next).is_ok());
+    }
+
+    #[test]
+    fn plans_that_vanished_upstream_stay_routable_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream("");
+        let mut fewer = raw();
+        fewer["services"].as_array_mut().unwrap().truncate(1);
+        fewer["services"][0]["plans"][0]["id"] = json!("plan-new");
+        fewer["services"][0]["plans"][0]["name"] = json!("new");
+        // What refresh_cache keeps after the upstream listed raw(), then fewer.
+        let known = remember(&remember(&Value::Null, &raw()), &fewer);
+        std::fs::create_dir_all(dir.path().join("upstream-catalogs")).unwrap();
+        std::fs::write(known_path(dir.path(), "up"), known.to_string()).unwrap();
+        std::fs::write(cache_path(dir.path(), "up"), fewer.to_string()).unwrap();
+        let mut config = CatalogConfig { services: vec![] };
+        merge_cached(&mut config, std::slice::from_ref(&up), dir.path()).unwrap();
+        let ids: Vec<&str> = config
+            .services
+            .iter()
+            .flat_map(|s| s.plans.iter().map(|p| p.id.as_str()))
+            .collect();
+        assert!(
+            ids.contains(&ids::plan_id("up", "svc-1", "plan-new").as_str()),
+            "{ids:?}"
+        );
+        assert!(
+            ids.contains(&ids::plan_id("up", "svc-1", "plan-1").as_str()),
+            "{ids:?}"
+        );
+        assert!(
+            ids.contains(&ids::plan_id("up", "svc-2", "plan-2").as_str()),
+            "{ids:?}"
+        );
+        assert!(Catalog::new(config).is_ok());
+        // Remembering changes nothing that is already known.
+        assert_eq!(remember(&known, &fewer), known);
     }
 
     #[test]
