@@ -403,22 +403,24 @@ impl UpstreamBackend {
         plan: &UpstreamPlan,
         operation: Option<&str>,
     ) -> Sent {
+        self.read(
+            &format!("{}/last_operation", self.resource_path(job)),
+            plan,
+            operation.map(|op| ("operation", op)),
+        )
+        .await
+    }
+
+    /// A read of the upstream: GET `path` with the plan's ids (and `extra`), never a context or an
+    /// originating identity.
+    async fn read(&self, path: &str, plan: &UpstreamPlan, extra: Option<(&str, &str)>) -> Sent {
         let mut query = vec![
             ("service_id", plan.service_id.as_str()),
             ("plan_id", plan.plan_id.as_str()),
         ];
-        if let Some(op) = operation {
-            query.push(("operation", op));
-        }
+        query.extend(extra);
         self.client
-            .send(
-                Method::Get,
-                &format!("{}/last_operation", self.resource_path(job)),
-                &query,
-                None,
-                None,
-                None,
-            )
+            .send(Method::Get, path, &query, None, None, None)
             .await
     }
 
@@ -506,20 +508,7 @@ impl UpstreamBackend {
         if !retrievable {
             return Ok(BackendOutcome::Done(Done::Instance(accepted)));
         }
-        let sent = self
-            .client
-            .send(
-                Method::Get,
-                &self.instance_path(job),
-                &[
-                    ("service_id", plan.service_id.as_str()),
-                    ("plan_id", plan.plan_id.as_str()),
-                ],
-                None,
-                None,
-                None,
-            )
-            .await;
+        let sent = self.read(&self.instance_path(job), plan, None).await;
         match sent {
             Sent::Answer {
                 status: 200, body, ..
@@ -539,20 +528,7 @@ impl UpstreamBackend {
 
     /// After an asynchronous bind succeeded: GET the binding for its credentials.
     async fn fetch_binding(&self, job: &BackendJob, plan: &UpstreamPlan) -> BackendResult {
-        let sent = self
-            .client
-            .send(
-                Method::Get,
-                &self.resource_path(job),
-                &[
-                    ("service_id", plan.service_id.as_str()),
-                    ("plan_id", plan.plan_id.as_str()),
-                ],
-                None,
-                None,
-                None,
-            )
-            .await;
+        let sent = self.read(&self.resource_path(job), plan, None).await;
         match sent {
             Sent::Answer {
                 status: 200, body, ..
