@@ -690,18 +690,7 @@ impl Store for SqliteStore {
     }
 
     async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError> {
-        let part = keys::inventory_partition(&query.tenant, query.kind.record_kind());
-        let lo = keys::inventory_time(query.updated_since.unwrap_or(0));
-        // Exclusive upper bound: the previous page's last key, or the window's end.
-        let mut hi = query
-            .updated_before
-            .map(keys::inventory_time)
-            .unwrap_or_else(|| "~".into());
-        if let Some(after) = &query.after
-            && after.0 < hi
-        {
-            hi = after.0.clone();
-        }
+        let crate::ports::store::InventoryRange { part, lo, hi, .. } = query.range();
         let limit = query.limit.clamp(1, MAX_PAGE);
         let rows = self
             .scan(move |c| {

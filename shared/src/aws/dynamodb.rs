@@ -576,22 +576,15 @@ impl Store for DynamoStore {
     }
 
     async fn inventory(&self, query: &InventoryQuery) -> Result<InventoryPage, StoreError> {
-        let part = keys::inventory_partition(&query.tenant, query.kind.record_kind());
-        let lo = keys::inventory_time(query.updated_since.unwrap_or(0));
         // BETWEEN is inclusive: no key equals the window's end or "~"; the previous page's last key is
         // read again and dropped.
-        let mut hi = query
-            .updated_before
-            .map(keys::inventory_time)
-            .unwrap_or_else(|| "~".into());
-        let after = query
-            .after
-            .as_ref()
-            .filter(|a| a.0 < hi)
-            .map(|a| a.0.clone());
-        if let Some(a) = &after {
-            hi = a.clone();
-        }
+        let crate::ports::store::InventoryRange {
+            part,
+            lo,
+            hi,
+            after_is_hi,
+        } = query.range();
+        let after = after_is_hi.then(|| hi.clone());
         let limit = query.limit.clamp(1, MAX_PAGE);
         let out = self
             .client

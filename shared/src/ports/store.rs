@@ -157,6 +157,42 @@ pub struct InventoryQuery {
     pub limit: usize,
 }
 
+/// The index keys one inventory page reads: partition `part`, sort keys from `lo` (inclusive) to `hi`
+/// (exclusive; `hi` is the previous page's last key when `after_is_hi`, else a bound no key equals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryRange {
+    pub part: String,
+    pub lo: String,
+    pub hi: String,
+    pub after_is_hi: bool,
+}
+
+impl InventoryQuery {
+    /// The key range of this page, the same for every store.
+    pub fn range(&self) -> InventoryRange {
+        let part = crate::keys::inventory_partition(&self.tenant, self.kind.record_kind());
+        let lo = crate::keys::inventory_time(self.updated_since.unwrap_or(0));
+        let end = self
+            .updated_before
+            .map(crate::keys::inventory_time)
+            .unwrap_or_else(|| "~".into());
+        match &self.after {
+            Some(after) if after.0 < end => InventoryRange {
+                part,
+                lo,
+                hi: after.0.clone(),
+                after_is_hi: true,
+            },
+            _ => InventoryRange {
+                part,
+                lo,
+                hi: end,
+                after_is_hi: false,
+            },
+        }
+    }
+}
+
 /// Where an inventory listing goes on: the index sort key of the last record read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryCursor(pub(crate) String);
